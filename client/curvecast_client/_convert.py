@@ -1,0 +1,194 @@
+"""Builds request messages from plain Python values and turns responses into the SDK's result types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from curvecast_api.v1 import curvecast_pb2 as pb
+
+from ._types import (
+    ComputeToTarget,
+    EngineStatus,
+    EngineUsage,
+    Forecast,
+    ModelInfo,
+    PointForecast,
+    Recommendation,
+    ScalingFit,
+    ScalingParameter,
+)
+
+GOALS = {"minimize": pb.GOAL_MINIMIZE, "min": pb.GOAL_MINIMIZE, "maximize": pb.GOAL_MAXIMIZE, "max": pb.GOAL_MAXIMIZE}
+X_KINDS = {"step": pb.X_KIND_STEP, "epoch": pb.X_KIND_EPOCH, "samples": pb.X_KIND_SAMPLES, "tokens": pb.X_KIND_TOKENS}
+SHAPES = {"constant": pb.SCHEDULE_SHAPE_CONSTANT, "cosine": pb.SCHEDULE_SHAPE_COSINE,
+          "linear": pb.SCHEDULE_SHAPE_LINEAR, "wsd": pb.SCHEDULE_SHAPE_WSD, "step": pb.SCHEDULE_SHAPE_STEP,
+          "explicit": pb.SCHEDULE_SHAPE_EXPLICIT}
+ACTIONS = {pb.ACTION_CONTINUE: "continue", pb.ACTION_STOP_UNPROMISING: "stop_unpromising",
+           pb.ACTION_STOP_CONVERGED: "stop_converged", pb.ACTION_STOP_DIVERGED: "stop_diverged",
+           pb.ACTION_TARGET_REACHED: "target_reached", pb.ACTION_UNSPECIFIED: "unspecified"}
+FORMS = {"chinchilla": pb.SCALING_FORM_CHINCHILLA, "gadre": pb.SCALING_FORM_GADRE, "kaplan": pb.SCALING_FORM_KAPLAN}
+FORM_NAMES = {v: k for k, v in FORMS.items()}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A planned learning-rate schedule: a parametric shape, or explicit (step, lr) pairs."""
+
+    shape: str = "constant"
+    peak_lr: float = 0.0
+    final_lr: float = 0.0
+    warmup_steps: float = 0.0
+    decay_start: float = 0.0
+    step_gamma: float = 0.0
+    step_interval: float = 0.0
+    steps: Sequence[float] = field(default_factory=tuple)
+    values: Sequence[float] = field(default_factory=tuple)
+
+    @classmethod
+    def explicit(cls, steps: Iterable[float], values: Iterable[float]) -> "Schedule":
+        return cls(shape="explicit", steps=_floats(steps), values=_floats(values))
+
+    def to_proto(self) -> pb.LrSchedule:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown schedule shape {self.shape!r}; one of {sorted(SHAPES)}")
+        return pb.LrSchedule(shape=SHAPES[self.shape], peak_lr=self.peak_lr, final_lr=self.final_lr,
+                             warmup_steps=self.warmup_steps, decay_start=self.decay_start,
+                             step_gamma=self.step_gamma, step_interval=self.step_interval,
+                             steps=_floats(self.steps), values=_floats(self.values))
+
+
+def _floats(values: Iterable[Any] | None) -> list[float]:
+    return [] if values is None else [float(v) for v in values]
+
+
+def forecast_request(
+    x: Iterable[float],
+    y: Iterable[float],
+    *,
+    goal: str = "minimize",
+    x_kind: str = "step",
+    metric: str = "",
+    total_steps: float | None = None,
+    query_x: Iterable[float] | None = None,
+    quantiles: Iterable[float] | None = None,
+    target: float | None = None,
+    incumbent: float | None = None,
+    lower_bound: float | None = None,
+    upper_bound: float | None = None,
+    lr: Iterable[float] | None = None,
+    schedule: Schedule | Mapping[str, Any] | None = None,
+    model_params: float | None = None,
+    tokens_per_step: float | None = None,
+    flops_per_step: float | None = None,
+    cost_per_step: float | None = None,
+    labels: Mapping[str, str] | None = None,
+    policy: Mapping[str, float] | None = None,
+    engine: str = "",
+    request_id: str = "",
+) -> pb.ForecastRequest:
+    if goal not in GOALS:
+        raise ValueError(f"goal must be 'minimize' or 'maximize', got {goal!r}")
+    if x_kind not in X_KINDS:
+        raise ValueError(f"x_kind must be one of {sorted(X_KINDS)}, got {x_kind!r}")
+    curve = pb.Curve(x=_floats(x), values=_floats(y), goal=GOALS[goal], x_kind=X_KINDS[x_kind], metric=metric,
+                     lr=_floats(lr))
+    if lower_bound is not None:
+        curve.lower_bound = float(lower_bound)
+    if upper_bound is not None:
+        curve.upper_bound = float(upper_bound)
+    run = pb.RunInfo(labels=dict(labels or {}))
+    for name, value in (("total_steps", total_steps), ("model_params", model_params),
+                        ("tokens_per_step", tokens_per_step), ("flops_per_step", flops_per_step),
+                        ("cost_per_step", cost_per_step)):
+        if value is not None:
+            setattr(run, name, float(value))
+    if schedule is not None:
+        sched = schedule if isinstance(schedule, Schedule) else Schedule(**dict(schedule))
+        run.schedule.CopyFrom(sched.to_proto())
+    req = pb.ForecastRequest(curve=curve, run=run, query_x=_floats(query_x), quantiles=_floats(quantiles),
+                             engine=engine, request_id=request_id)
+    if target is not None:
+        req.target = float(target)
+    if incumbent is not None:
+        req.incumbent = float(incumbent)
+    for name, value in (policy or {}).items():
+        setattr(req.policy, name, value)
+    return req
+
+
+def _levels(qs: Iterable[pb.QuantileValue]) -> dict[float, float]:
+    return {q.level: q.value for q in qs}
+
+
+def _point(p: pb.PointForecast) -> PointForecast:
+    return PointForecast(x=p.x, mean=p.mean, quantiles=_levels(p.quantiles))
+
+
+def _opt(msg: Any, name: str) -> float | None:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def forecast_result(resp: pb.ForecastResponse) -> Forecast:
+    ctt = None
+    if resp.HasField("compute_to_target"):
+        c = resp.compute_to_target
+        ctt = ComputeToTarget(target=c.target, already_reached=c.already_reached,
+                              prob_within_budget=c.prob_within_budget, prob_within_horizon=c.prob_within_horizon,
+                              horizon_steps=c.horizon_steps, steps=_levels(c.steps.quantiles),
+                              flops=_levels(c.flops.quantiles), cost=_levels(c.cost.quantiles),
+                              prob_beyond_horizon=c.steps.prob_beyond_horizon)
+    r = resp.recommendation
+    rec = Recommendation(action=ACTIONS.get(r.action, "unspecified"), reason=r.reason, confidence=r.confidence,
+                         prob_beat_incumbent=_opt(r, "prob_beat_incumbent"),
+                         prob_reach_target=_opt(r, "prob_reach_target"),
+                         expected_improvement=r.expected_improvement, relative_improvement=r.relative_improvement,
+                         threshold=r.threshold, steps_saved=r.steps_saved, flops_saved=_opt(r, "flops_saved"),
+                         cost_saved=_opt(r, "cost_saved"), extend=r.extend)
+    return Forecast(predictions=[_point(p) for p in resp.predictions], final=_point(resp.final),
+                    compute_to_target=ctt, recommendation=rec,
+                    engines=[EngineUsage(e.name, e.version, e.provider, e.weight) for e in resp.engines],
+                    warnings=list(resp.warnings), request_id=resp.request_id, best_observed=resp.best_observed)
+
+
+def scaling_request(points: Iterable[Mapping[str, Any]], *, form: str = "chinchilla",
+                    predict_at: Iterable[tuple[float, float]] = (), compute_budgets: Iterable[float] = (),
+                    bootstrap: int | None = None, request_id: str = "") -> pb.FitScalingLawRequest:
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {sorted(FORMS)}, got {form!r}")
+    req = pb.FitScalingLawRequest(form=FORMS[form], compute_budgets=_floats(compute_budgets), request_id=request_id)
+    for p in points:
+        msg = req.points.add(n_params=float(p["n_params"]), tokens=float(p["tokens"]), loss=float(p["loss"]),
+                             run_id=str(p.get("run_id", "")))
+        if p.get("flops") is not None:
+            msg.flops = float(p["flops"])
+    for n, d in predict_at:
+        req.predict_at.add(n_params=float(n), tokens=float(d))
+    if bootstrap is not None:
+        req.bootstrap = int(bootstrap)
+    return req
+
+
+def scaling_result(resp: pb.FitScalingLawResponse) -> ScalingFit:
+    return ScalingFit(
+        form=FORM_NAMES.get(resp.form, "chinchilla"),
+        parameters={p.name: ScalingParameter(p.name, p.value, p.lower95, p.upper95) for p in resp.parameters},
+        residual_rmse=resp.residual_rmse, n_points=resp.n_points, n_runs=resp.n_runs,
+        predictions=[{"n_params": p.n_params, "tokens": p.tokens, "loss": p.loss, "lower95": p.lower95,
+                      "upper95": p.upper95} for p in resp.predictions],
+        compute_optimal=[{"flops": c.flops, "n_params": c.n_params, "tokens": c.tokens, "loss": c.loss}
+                         for c in resp.compute_optimal],
+        warnings=list(resp.warnings))
+
+
+def model_info(resp: pb.ModelInfo) -> ModelInfo:
+    p = resp.default_policy
+    return ModelInfo(
+        server_version=resp.server_version, api_version=resp.api_version,
+        engines=[EngineStatus(e.name, e.version, e.provider, e.available, e.detail) for e in resp.engines],
+        default_engine=resp.default_engine, default_quantiles=list(resp.default_quantiles),
+        max_curve_points=resp.max_curve_points, max_query_points=resp.max_query_points,
+        max_batch_requests=resp.max_batch_requests,
+        default_policy={"min_prob_beat_incumbent": p.min_prob_beat_incumbent,
+                        "min_relative_improvement": p.min_relative_improvement, "min_points": p.min_points,
+                        "min_fraction_observed": p.min_fraction_observed})

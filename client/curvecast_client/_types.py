@@ -1,0 +1,170 @@
+"""Small typed results returned by the SDK, so callers never handle raw protobuf messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class CurvecastError(Exception):
+    """A call failed. ``code`` is the gRPC status name (e.g. "INVALID_ARGUMENT")."""
+
+    def __init__(self, code: str, message: str, violations: tuple[FieldViolation, ...] = (),
+                 retry_after_s: float | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = violations
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class PointForecast:
+    x: float
+    mean: float
+    quantiles: dict[float, float]  # level -> value
+
+    def quantile(self, level: float) -> float:
+        return self.quantiles[min(self.quantiles, key=lambda lv: abs(lv - level))]
+
+    @property
+    def median(self) -> float:
+        return self.quantile(0.5)
+
+
+@dataclass(frozen=True)
+class ComputeToTarget:
+    target: float
+    already_reached: bool
+    prob_within_budget: float
+    prob_within_horizon: float
+    horizon_steps: float
+    steps: dict[float, float]  # level -> total steps at which the target is first reached
+    flops: dict[float, float]
+    cost: dict[float, float]
+    prob_beyond_horizon: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    action: str  # "continue", "stop_unpromising", "stop_converged", "stop_diverged", "target_reached"
+    reason: str
+    confidence: float
+    prob_beat_incumbent: float | None
+    prob_reach_target: float | None
+    expected_improvement: float
+    relative_improvement: float
+    threshold: float
+    steps_saved: float
+    flops_saved: float | None
+    cost_saved: float | None
+    extend: bool
+
+    @property
+    def should_stop(self) -> bool:
+        return self.action.startswith("stop") or self.action == "target_reached"
+
+
+@dataclass(frozen=True)
+class EngineUsage:
+    name: str
+    version: str
+    provider: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Forecast:
+    predictions: list[PointForecast]
+    final: PointForecast
+    compute_to_target: ComputeToTarget | None
+    recommendation: Recommendation
+    engines: list[EngineUsage]
+    warnings: list[str]
+    request_id: str
+    best_observed: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; quantile keys become strings like "0.05"."""
+
+        def pf(p: PointForecast) -> dict[str, Any]:
+            return {"x": p.x, "mean": p.mean, "quantiles": {f"{k:g}": v for k, v in p.quantiles.items()}}
+
+        ctt = None
+        if self.compute_to_target is not None:
+            c = self.compute_to_target
+            ctt = {"target": c.target, "already_reached": c.already_reached,
+                   "prob_within_budget": c.prob_within_budget, "prob_within_horizon": c.prob_within_horizon,
+                   "horizon_steps": c.horizon_steps, "prob_beyond_horizon": c.prob_beyond_horizon,
+                   "steps": {f"{k:g}": v for k, v in c.steps.items()},
+                   "flops": {f"{k:g}": v for k, v in c.flops.items()},
+                   "cost": {f"{k:g}": v for k, v in c.cost.items()}}
+        r = self.recommendation
+        return {
+            "predictions": [pf(p) for p in self.predictions],
+            "final": pf(self.final),
+            "compute_to_target": ctt,
+            "recommendation": {k: getattr(r, k) for k in r.__dataclass_fields__},
+            "model": {"engines": [e.__dict__ for e in self.engines]},
+            "warnings": self.warnings,
+            "request_id": self.request_id,
+            "best_observed": self.best_observed,
+        }
+
+
+@dataclass(frozen=True)
+class ScalingParameter:
+    name: str
+    value: float
+    lower95: float
+    upper95: float
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    form: str
+    parameters: dict[str, ScalingParameter]
+    residual_rmse: float
+    n_points: int
+    n_runs: int
+    predictions: list[dict[str, float]]  # n_params, tokens, loss, lower95, upper95
+    compute_optimal: list[dict[str, float]]  # flops, n_params, tokens, loss
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "parameters": {k: v.__dict__ for k, v in self.parameters.items()},
+                "residual_rmse": self.residual_rmse, "n_points": self.n_points, "n_runs": self.n_runs,
+                "predictions": self.predictions, "compute_optimal": self.compute_optimal, "warnings": self.warnings}
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    name: str
+    version: str
+    provider: str
+    available: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    server_version: str
+    api_version: str
+    engines: list[EngineStatus]
+    default_engine: str
+    default_quantiles: list[float]
+    max_curve_points: int
+    max_query_points: int
+    max_batch_requests: int
+    default_policy: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["engines"] = [e.__dict__ for e in self.engines]
+        return d

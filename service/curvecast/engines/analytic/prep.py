@@ -1,0 +1,140 @@
+"""Turn an observed curve into the small, well-conditioned problem the per-run fitters solve.
+
+Everything downstream works in "z space" (``z = goal.sign * y``, lower is better) and in normalised
+time ``u = t / t_last`` (the last observed point sits at u = 1), so one set of grids and bounds serves
+losses and accuracies, steps and epochs alike. Long curves are binned (median per bin, robust to
+spikes) to a bounded number of points so the cost per curve does not grow with its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...domain.curve import Curve, Goal
+
+MAX_POINTS = 48  # points handed to the fitters after binning
+TAIL_RAW = 6  # the last raw points are kept unbinned: they matter most for extrapolation
+MIN_FIT_POINTS = 5  # below this the curve is "too short to say much"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A curve ready for fitting. ``u``/``z`` are the (binned) fit points."""
+
+    u: np.ndarray  # normalised time of fit points, last == 1
+    z: np.ndarray  # sign * value of fit points
+    noise_sd: np.ndarray  # noise sd of each fit point (smaller for bins of many raw points)
+    raw_noise: float  # noise sd of one raw observation (added to predictive samples)
+    t_shift: float  # t = x - t_shift (only non-zero when x starts at or below 0)
+    t_last: float  # t of the last observed point
+    sign: float
+    z_floor: float | None  # known best-possible value in z space (loss lower bound, -accuracy ceiling)
+    z_ceiling: float | None  # known worst-possible value in z space
+    z_last: float  # smoothed last value
+    z_range: float  # robust spread of the fitted part of the curve
+    skipped_warmup: int  # raw points dropped before the fit window
+
+    def to_u(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum((np.asarray(x, dtype=np.float64) - self.t_shift) / self.t_last, 1e-9)
+
+    @property
+    def all_positive(self) -> bool:
+        return bool(np.all(self.z > 0))
+
+
+def z_bounds(curve: Curve) -> tuple[float | None, float | None]:
+    """Known bounds mapped to z space: (best possible, worst possible)."""
+    if curve.goal is Goal.MINIMIZE:
+        return curve.lower_bound, curve.upper_bound
+    lo = None if curve.upper_bound is None else -curve.upper_bound
+    hi = None if curve.lower_bound is None else -curve.lower_bound
+    return lo, hi
+
+
+def robust_noise(z: np.ndarray) -> float:
+    """Noise sd of raw observations from second differences of the curve's later half (trend-free)."""
+    tail = z[len(z) // 2 :] if len(z) >= 10 else z
+    if len(tail) < 4:
+        return 0.0
+    d2 = tail[2:] - 2.0 * tail[1:-1] + tail[:-2]
+    return float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / np.sqrt(6.0))
+
+
+def warmup_end(z: np.ndarray) -> int:
+    """Index where the curve starts improving: the worst point within its first third.
+
+    Loss curves often rise first (warm-up, a non-monotone start); power laws only describe what
+    follows.
+    """
+    n = len(z)
+    if n < 2 * MIN_FIT_POINTS:
+        return 0
+    head = _rolling_median(z, max(5, (n // 20) | 1))[: max(n // 3, 1) + 1]  # a lone spike is not a warm-up peak
+    return int(np.argmax(head))
+
+
+def _rolling_median(z: np.ndarray, k: int) -> np.ndarray:
+    if len(z) < k:
+        return z
+    pad = np.concatenate([np.full(k // 2, z[0]), z, np.full(k // 2, z[-1])])
+    windows = np.lib.stride_tricks.sliding_window_view(pad, k)
+    return np.median(windows, axis=1)
+
+
+def prepare(curve: Curve, max_points: int = MAX_POINTS) -> Prepared:
+    x = np.asarray(curve.x, dtype=np.float64)
+    z = curve.goal.sign * np.asarray(curve.y, dtype=np.float64)
+    floor, ceiling = z_bounds(curve)
+    i0 = warmup_end(z)
+    x, z = x[i0:], z[i0:]
+    t_shift = 0.0
+    if x[0] <= 0:
+        step = float(x[1] - x[0]) if len(x) > 1 else 1.0
+        t_shift = float(x[0] - step)
+    t = x - t_shift
+    raw_noise = max(robust_noise(z), 1e-5 * float(np.median(np.abs(z))), 1e-12)
+    u_raw = t / t[-1]
+    if len(z) > max_points:
+        u, zb, counts = _bin(u_raw, z, max_points)
+    else:
+        u, zb, counts = u_raw, z, np.ones(len(z))
+    noise = raw_noise / np.sqrt(counts)
+    k = min(len(zb), 5)
+    z_last = float(np.median(zb[-k:]))
+    z_range = float(np.quantile(zb, 0.95) - np.quantile(zb, 0.05)) if len(zb) > 1 else 0.0
+    return Prepared(
+        u=u,
+        z=zb,
+        noise_sd=noise,
+        raw_noise=raw_noise,
+        t_shift=t_shift,
+        t_last=float(t[-1]),
+        sign=curve.goal.sign,
+        z_floor=floor,
+        z_ceiling=ceiling,
+        z_last=z_last,
+        z_range=z_range,
+        skipped_warmup=i0,
+    )
+
+
+def _bin(u: np.ndarray, z: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median-bin all but the last ``TAIL_RAW`` points into equal-width bins in u."""
+    head_u, head_z = u[:-TAIL_RAW], z[:-TAIL_RAW]
+    nb = max_points - TAIL_RAW
+    edges = np.linspace(head_u[0], head_u[-1], nb + 1)
+    idx = np.clip(np.searchsorted(edges, head_u, side="right") - 1, 0, nb - 1)
+    us, zs, cs = [], [], []
+    order = np.argsort(idx, kind="stable")
+    splits = np.flatnonzero(np.diff(idx[order])) + 1
+    for group in np.split(order, splits):
+        if len(group):
+            us.append(float(np.mean(head_u[group])))
+            zs.append(float(np.median(head_z[group])))
+            cs.append(len(group))
+    us.extend(u[-TAIL_RAW:])
+    zs.extend(z[-TAIL_RAW:])
+    cs.extend([1] * TAIL_RAW)
+    return np.asarray(us), np.asarray(zs), np.asarray(cs, dtype=np.float64)

@@ -1,0 +1,48 @@
+"""Prometheus metrics, named after the grpc-ecosystem conventions plus Curvecast's own.
+
+Run ids never become labels (cardinality); labels are bounded sets: RPC names, status codes, engine
+names, providers, actions. The metrics live in the default registry, served on their own HTTP port.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_RPC = ("grpc_type", "grpc_service", "grpc_method")
+
+STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _RPC)
+HANDLED = Counter("grpc_server_handled_total", "RPCs completed on the server, by status code.", _RPC + ("grpc_code",))
+HANDLING_SECONDS = Histogram("grpc_server_handling_seconds", "Time to handle an RPC, seconds.", _RPC,
+                             buckets=LATENCY_BUCKETS)
+
+ENGINE_SECONDS = Histogram("curvecast_engine_inference_seconds", "Engine time per batch call, seconds.",
+                           ("engine", "provider"), buckets=LATENCY_BUCKETS)
+BATCH_SIZE = Histogram("curvecast_batch_size", "Curves per engine call (dynamic batching).", ("engine",),
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+QUEUE_DEPTH = Gauge("curvecast_queue_depth", "Curves waiting for an engine batch.")
+INFLIGHT = Gauge("curvecast_inflight_curves", "Curves admitted and not yet answered.")
+MODEL_INFO = Gauge("curvecast_model_info", "Loaded engines (value 1) with their version and execution provider.",
+                   ("engine", "version", "provider"))
+ENGINE_AVAILABLE = Gauge("curvecast_engine_available", "1 when the engine can serve, else 0.", ("engine",))
+CURVES_FORECAST = Counter("curvecast_curves_forecast_total", "Curves forecast, by engine.", ("engine",))
+RECOMMENDATIONS = Counter("curvecast_recommendations_total", "Stop recommendations given, by action.", ("action",))
+REJECTED = Counter("curvecast_requests_rejected_total", "Calls refused before any work, by reason.", ("reason",))
+ENGINE_FAILURES = Counter("curvecast_engine_failures_total", "Per-curve engine failures (answered by fallback "
+                          "or as an error).", ("engine",))
+MODEL_RELOADS = Counter("curvecast_model_reloads_total", "Learned-model reload attempts, by result.", ("result",))
+
+
+def observe_batch(engine: str, provider: str, size: int, seconds: float) -> None:
+    BATCH_SIZE.labels(engine).observe(size)
+    ENGINE_SECONDS.labels(engine, provider).observe(seconds)
+    CURVES_FORECAST.labels(engine).inc(size)
+
+
+def set_engine_status(infos) -> None:
+    """Mirror the registry: one model_info series per loaded engine, availability per engine."""
+    MODEL_INFO.clear()
+    for info in infos:
+        ENGINE_AVAILABLE.labels(info.name).set(1.0 if info.available else 0.0)
+        if info.available:
+            MODEL_INFO.labels(info.name, info.version, info.provider).set(1.0)

@@ -1,0 +1,149 @@
+"""The gRPC servicer: converts wire messages to domain queries, awaits the data plane, converts back.
+
+Domain errors map to status codes in one place (``_abort``); INVALID_ARGUMENT carries a
+``google.rpc.BadRequest`` listing every bad field. Stack traces never reach clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from curvecast_api.v1 import curvecast_pb2 as pb
+from curvecast_api.v1 import curvecast_pb2_grpc as pb_grpc
+
+from .. import __version__
+from ..dataplane import DataPlane
+from ..domain.curve import DEFAULT_QUANTILES, StopPolicy
+from ..domain.errors import DeadlineExceeded, EngineUnavailable, InvalidRequest, Overloaded
+from ..domain.validation import Limits
+from . import converters, metrics
+
+log = logging.getLogger("curvecast.server")
+
+_CODE_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+}
+
+
+def classify(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Map a domain exception to a status code and a client-safe message."""
+    if isinstance(exc, InvalidRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, EngineUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, (DeadlineExceeded, TimeoutError)):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server logs"
+
+
+def _status(exc: BaseException) -> status_pb2.Status:
+    code, message = classify(exc)
+    st = status_pb2.Status(code=_CODE_OF.get(code, code_pb2.INTERNAL), message=message[:2000])
+    if isinstance(exc, InvalidRequest):
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in exc.violations]))
+        st.details.append(detail)
+    if isinstance(exc, Overloaded):
+        detail = any_pb2.Any()
+        delay = error_details_pb2.RetryInfo()
+        delay.retry_delay.FromNanoseconds(int(exc.retry_after_s * 1e9))
+        detail.Pack(delay)
+        st.details.append(detail)
+    return st
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    code, _ = classify(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("unexpected error in %s", method, exc_info=exc)
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        metrics.REJECTED.labels("overloaded").inc()
+    await context.abort_with_status(rpc_status.to_status(_status(exc)))
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class CurvecastServicer(pb_grpc.CurvecastServicer):
+    def __init__(self, dataplane: DataPlane, limits: Limits, policy_defaults: StopPolicy) -> None:
+        self._dp = dataplane
+        self._limits = limits
+        self._policy = policy_defaults
+
+    async def Forecast(self, request: pb.ForecastRequest, context: grpc.aio.ServicerContext) -> pb.ForecastResponse:
+        try:
+            query = converters.forecast_query(request, self._limits, self._policy)
+            result = await self._dp.forecast(query, _deadline(context))
+            metrics.RECOMMENDATIONS.labels(result.recommendation.action.value).inc()
+            return converters.forecast_response(result, request.request_id)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a clean status
+            await _abort(context, exc, "Forecast")
+            raise  # unreachable: abort raises
+
+    async def ForecastBatch(self, request: pb.ForecastBatchRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ForecastBatchResponse:
+        try:
+            n = len(request.requests)
+            if n > self._limits.max_batch_requests:
+                raise InvalidRequest.single("requests", f"has {n} items; the limit is {self._limits.max_batch_requests}")
+            items: list[pb.ForecastBatchItem | None] = [None] * n
+            queries, where = [], []
+            for i, req in enumerate(request.requests):
+                try:
+                    queries.append(converters.forecast_query(req, self._limits, self._policy))
+                    where.append(i)
+                except InvalidRequest as exc:
+                    prefixed = converters.prefix_violations(exc, f"requests[{i}].")
+                    items[i] = pb.ForecastBatchItem(error=converters.batch_error(code_pb2.INVALID_ARGUMENT, prefixed))
+            results = await self._dp.forecast_many(queries, _deadline(context)) if queries else []
+            for i, res in zip(where, results):
+                if isinstance(res, BaseException):
+                    code, _ = classify(res)
+                    if code is grpc.StatusCode.INTERNAL:
+                        log.error("batch item %d failed", i, exc_info=res)
+                    items[i] = pb.ForecastBatchItem(error=converters.batch_error(_CODE_OF.get(code, code_pb2.INTERNAL),
+                                                                                 res if code is not grpc.StatusCode.INTERNAL
+                                                                                 else RuntimeError(classify(res)[1])))
+                else:
+                    metrics.RECOMMENDATIONS.labels(res.recommendation.action.value).inc()
+                    items[i] = pb.ForecastBatchItem(response=converters.forecast_response(res, request.requests[i].request_id))
+            return pb.ForecastBatchResponse(results=items)
+        except Exception as exc:  # noqa: BLE001
+            await _abort(context, exc, "ForecastBatch")
+            raise
+
+    async def FitScalingLaw(self, request: pb.FitScalingLawRequest,
+                            context: grpc.aio.ServicerContext) -> pb.FitScalingLawResponse:
+        try:
+            points, form, bootstrap, at, budgets = converters.scaling_request(request)
+            fit = await self._dp.fit_scaling_law(points, form, bootstrap)
+            return converters.scaling_response(fit, at, budgets, request.request_id)
+        except Exception as exc:  # noqa: BLE001
+            await _abort(context, exc, "FitScalingLaw")
+            raise
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        infos = self._dp.engine_infos()
+        return pb.ModelInfo(
+            server_version=__version__, api_version="curvecast.v1",
+            engines=[converters.engine_status(i) for i in infos],
+            default_engine=self._dp.settings.default_engine, default_quantiles=list(DEFAULT_QUANTILES),
+            max_curve_points=self._limits.max_curve_points, max_query_points=self._limits.max_query_points,
+            max_batch_requests=self._limits.max_batch_requests,
+            default_policy=converters.policy_message(self._policy))
