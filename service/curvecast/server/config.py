@@ -37,6 +37,7 @@ class Settings:
     tls_key: str = ""
     tls_client_ca: str = ""
     auth_tokens_file: str = ""
+    auth_tokens: str = ""
 
     @property
     def resolved_engine_threads(self) -> int:
@@ -70,6 +71,7 @@ OPTIONS: dict[str, str] = {
     "tls_key": "server private key (PEM)",
     "tls_client_ca": "CA bundle (PEM) for client certificates; enables mutual TLS",
     "auth_tokens_file": "file with one accepted bearer token per line; enables token auth (health stays open)",
+    "auth_tokens": "comma-separated accepted bearer tokens (alternative to the file; prefer the file for secrets)",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
