@@ -166,3 +166,18 @@ def test_cli_table_health_info_and_bad_input(server, tmp_path, capsys):
     bad.write_text("step,value\n1,1.0\n1,0.9\n")
     assert cli_main(["forecast", str(bad), "--server", server.address]) == 1
     assert "curve.x[1]" in capsys.readouterr().err
+
+
+def test_request_id_is_echoed_in_body_and_metadata(server):
+    from curvecast_api.v1 import curvecast_pb2 as pb
+    from curvecast_api.v1 import curvecast_pb2_grpc as pb_grpc
+    from curvecast_client import forecast_request
+
+    x, y = loss_curve()
+    req = forecast_request(x, y, total_steps=1000, request_id="trial-42")
+    with grpc.insecure_channel(server.address) as ch:
+        resp, call = pb_grpc.CurvecastStub(ch).Forecast.with_call(req, metadata=(("x-request-id", "trial-42"),),
+                                                                   timeout=30)
+    assert resp.request_id == "trial-42"
+    assert ("x-request-id", "trial-42") in tuple(call.initial_metadata())
+    assert isinstance(resp, pb.ForecastResponse)

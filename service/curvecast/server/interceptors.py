@@ -43,7 +43,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, method = _split(handler_call_details.method)
         inner = handler.unary_unary
-        request_id = dict(handler_call_details.invocation_metadata or ()).get("x-request-id", "")
+        request_id = str(dict(handler_call_details.invocation_metadata or ()).get("x-request-id", ""))[:128]
 
         async def wrapped(request, context: grpc.aio.ServicerContext):
             labels = ("unary", service, method)
@@ -51,6 +51,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             default = grpc.StatusCode.OK
             try:
+                if request_id:  # echo the caller's id so it can match logs on both sides
+                    await context.send_initial_metadata((("x-request-id", request_id),))
                 return await inner(request, context)
             except asyncio.CancelledError:
                 default = grpc.StatusCode.CANCELLED
