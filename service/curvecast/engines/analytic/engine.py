@@ -19,9 +19,10 @@ from ...domain.curve import ForecastQuery
 from ...domain.distribution import LEVELS, Marginals
 from ...domain.errors import InvalidRequest
 from ..base import EngineForecast, EngineInfo
+from ...blas import single_threaded_blas
 from .families import BY_NAME, basis_steps_to_target, vapor_steps_to_target
 from .fit import FamilyFit, fit_all, make_problem
-from .prep import MIN_FIT_POINTS, Prepared, prepare
+from .prep import MIN_FIT_POINTS, prepare
 
 VERSION = "0.2.0"
 N_SAMPLES = 1000
@@ -85,31 +86,44 @@ def forecast_one(q: ForecastQuery, families: tuple[str, ...] | None = None, seed
     n = len(q.curve.x)
     if n == 0:
         return InvalidRequest.single("curve.values", "the analytic engine needs at least one observed point")
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), single_threaded_blas():
         try:
             if n < MIN_FIT_POINTS:
                 return _fallback(q, [SHORT_WARNING])
             from .lr_engine import lr_forecast, wants_lr_law  # local: keeps the worker import light
 
+            notes: list[str] = []
             if wants_lr_law(q):
-                res = lr_forecast(q, seed)
+                try:
+                    res = lr_forecast(q, seed)
+                except Exception as exc:  # the curve families can still answer
+                    res = None
+                    notes.append(f"learning-rate-law fit failed ({type(exc).__name__}); used curve families instead")
                 if res is not None:
                     return res
-            return _families_forecast(q, families, seed)
+            out = _families_forecast(q, families, seed)
+            if notes:
+                out = EngineForecast(out.marginals, out.engine, tuple(notes) + out.warnings, out.details)
+            return out
         except Exception as exc:  # numerical trouble of any kind: answer, but say so
             return _fallback(q, [f"analytic fit failed ({type(exc).__name__}: {exc}); showing last value with widening spread"])
 
 
 # ---- the Domhan-family ensemble -----------------------------------------------------------------------
-def family_weights(fits: list[FamilyFit], noise: float) -> np.ndarray:
-    """Weights from out-of-sample error on held-out suffixes; in-sample AIC when no holdout exists."""
+def family_weights(fits: list[FamilyFit], noise: float, n_points: int, n_heldout: int) -> np.ndarray:
+    """Weights from out-of-sample error on held-out suffixes; in-sample AIC when no holdout exists.
+
+    ``w ~ (rmse + noise)^-p``: a Gaussian likelihood ratio of the held-out points would use p = their
+    count, but suffix errors are strongly correlated, so p grows with the count only up to 4.
+    """
     if all(f.holdout_rmse is not None for f in fits):
         s = np.array([f.holdout_rmse for f in fits], dtype=np.float64)
-        w = (s + max(noise, 1e-12 * (1.0 + float(np.max(s))))) ** -4.0
+        power = float(np.clip(n_heldout / 2.0, 1.0, 4.0))
+        w = (s + max(noise, 1e-12 * (1.0 + float(np.max(s))))) ** -power
     else:
         mse = np.array([max(f.in_sample_rmse, 1e-300) ** 2 for f in fits])
         k = np.array([len(f.params) for f in fits], dtype=np.float64)
-        aic = np.log(mse / mse.min()) * 8.0 + 2.0 * k
+        aic = n_points * np.log(mse / mse.min()) + 2.0 * k
         w = np.exp(-0.5 * (aic - aic.min()))
     w = np.where(np.isfinite(w), w, 0.0)
     if w.sum() <= 0:
@@ -139,7 +153,7 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     if not fits:
         return _fallback(q, notes + ["no curve family could be fitted; showing last value with widening spread"])
     noise_fit = float(np.sqrt(np.mean(prep.noise_sd**2)))
-    weights = family_weights(fits, noise_fit)
+    weights = family_weights(fits, noise_fit, len(prep.z), int((1.0 - pb.masks[1:]).sum()))
     rng = np.random.default_rng(seed)
     uq = prep.to_u(q.x_query)
     z_hi = float(np.max(prep.z)) + max(prep.z_range, 1e-12)
@@ -243,7 +257,7 @@ def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
     inside = xq <= x_last
     center = np.where(inside, np.interp(xq, x, y), last)
     # the typical direction of travel is "better": shift the centre a little that way
-    improve = -curve.goal.sign * 0.25 * base * np.log(np.maximum(ratio, 1.0))
+    improve = -curve.goal.sign * 0.05 * base * np.log(np.maximum(ratio, 1.0))
     center = center + improve
     sd = base * np.where(inside, 0.25, np.minimum(0.25 + 0.25 * np.log(np.maximum(ratio, 1.0)), 1.5))
     marg = Marginals.from_gaussian(xq, center, sd).clip(curve.lower_bound, curve.upper_bound)

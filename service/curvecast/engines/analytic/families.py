@@ -108,12 +108,12 @@ def _ilog2_inv(theta, q):
 
 LN = np.log
 BASIS_FAMILIES: tuple[BasisFamily, ...] = (
-    BasisFamily("pow3", (LN(0.01),), (LN(4.0),), (40,), _pow3, _pow3_inv),
-    BasisFamily("pow4", (LN(0.01), LN(1e-3)), (LN(4.0), LN(3.0)), (16, 12), _pow4, _pow4_inv),
-    BasisFamily("mmf", (LN(1e-3), LN(0.1)), (LN(30.0), LN(5.0)), (16, 12), _mmf, _mmf_inv),
-    BasisFamily("log_power", (LN(1e-3), LN(0.1)), (LN(30.0), LN(5.0)), (16, 12), _mmf, _mmf_inv, pinned=True),
-    BasisFamily("exp4", (LN(1e-2), LN(0.05)), (LN(30.0), LN(3.0)), (16, 12), _exp4, _exp4_inv),
-    BasisFamily("ilog2", (LN(1e-3),), (LN(10.0),), (32,), _ilog2, _ilog2_inv),
+    BasisFamily("pow3", (LN(0.01),), (LN(4.0),), (30,), _pow3, _pow3_inv),
+    BasisFamily("pow4", (LN(0.01), LN(1e-3)), (LN(4.0), LN(3.0)), (12, 10), _pow4, _pow4_inv),
+    BasisFamily("mmf", (LN(1e-3), LN(0.1)), (LN(30.0), LN(5.0)), (12, 10), _mmf, _mmf_inv),
+    BasisFamily("log_power", (LN(1e-3), LN(0.1)), (LN(30.0), LN(5.0)), (12, 10), _mmf, _mmf_inv, pinned=True),
+    BasisFamily("exp4", (LN(1e-2), LN(0.05)), (LN(30.0), LN(3.0)), (12, 10), _exp4, _exp4_inv),
+    BasisFamily("ilog2", (LN(1e-3),), (LN(10.0),), (24,), _ilog2, _ilog2_inv),
 )
 FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in BASIS_FAMILIES) + ("vapor",)
 BY_NAME: dict[str, BasisFamily] = {f.name: f for f in BASIS_FAMILIES}

@@ -63,15 +63,20 @@ def robust_noise(z: np.ndarray) -> float:
 
 
 def warmup_end(z: np.ndarray) -> int:
-    """Index where the curve starts improving: the worst point within its first third.
+    """Index where the curve starts improving: the worst (smoothed) point within its first third.
 
     Loss curves often rise first (warm-up, a non-monotone start); power laws only describe what
-    follows.
+    follows. Long curves are block-medianed first so the cost stays bounded.
     """
     n = len(z)
     if n < 2 * MIN_FIT_POINTS:
         return 0
-    head = _rolling_median(z, max(5, (n // 20) | 1))[: max(n // 3, 1) + 1]  # a lone spike is not a warm-up peak
+    if n > 400:
+        blocks = np.array_split(np.arange(n), 400)
+        zb = np.array([np.median(z[b]) for b in blocks])
+        k = warmup_end(zb)
+        return int(blocks[k][0])
+    head = _rolling_median(z, max(5, (n // 20) | 1))[: max(n // 3, 1) + 1]  # a lone spike is no peak
     return int(np.argmax(head))
 
 

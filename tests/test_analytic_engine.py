@@ -1,0 +1,203 @@
+"""Behaviour of the analytic engine on synthetic curves (no real data needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curvecast.domain.curve import Curve, ForecastQuery, Goal, RunInfo
+from curvecast.engines.analytic import AnalyticEngine
+from curvecast.engines.analytic import engine as engine_mod
+from curvecast.engines.analytic.engine import SHORT_WARNING
+from curvecast.engines.base import Engine, EngineForecast
+
+
+def _query(x, y, xq, goal=Goal.MINIMIZE, target=None, run=None, **curve_kw) -> ForecastQuery:
+    curve = Curve(x=np.asarray(x, float), y=np.asarray(y, float), goal=goal, **curve_kw)
+    return ForecastQuery(curve=curve, run=run or RunInfo(), x_query=np.asarray(xq, float), target=target)
+
+
+def _power(t):
+    return 2.0 + 3.0 * (t / 10.0) ** -0.4
+
+
+@pytest.fixture(scope="module")
+def eng() -> AnalyticEngine:
+    return AnalyticEngine()
+
+
+def _one(eng, q) -> EngineForecast:
+    res = eng.forecast([q])[0]
+    assert isinstance(res, EngineForecast), res
+    m = res.marginals
+    assert np.all(np.isfinite(m.values)) and np.all(np.isfinite(m.mean))
+    assert np.all(np.diff(m.values, axis=1) >= 0)
+    return res
+
+
+def test_implements_engine_protocol(eng):
+    assert isinstance(eng, Engine)
+    assert eng.name == "analytic" and eng.info().name == "analytic"
+
+
+def test_power_law_extrapolation_is_accurate_and_covered(eng):
+    rng = np.random.default_rng(0)
+    x = np.arange(1, 201) * 10.0
+    y = _power(x) + rng.normal(0, 0.01, len(x))
+    xq = np.array([4000.0, 8000.0, 20000.0])
+    res = _one(eng, _query(x, y, xq))
+    med = res.marginals.quantile(0.5)
+    lo, hi = res.marginals.quantile(0.05), res.marginals.quantile(0.95)
+    truth = _power(xq)
+    assert np.all(np.abs(med - truth) / truth < 0.02)
+    assert np.all((lo <= truth) & (truth <= hi))
+    # uncertainty grows with the horizon
+    width = hi - lo
+    assert width[-1] > width[0]
+
+
+def test_accuracy_curve_respects_upper_bound_and_rises(eng):
+    rng = np.random.default_rng(1)
+    x = np.arange(1, 41, dtype=float)
+    acc = 0.92 - 0.6 * np.exp(-x / 12.0) + rng.normal(0, 0.004, len(x))
+    xq = np.array([40.0, 80.0, 160.0])
+    res = _one(eng, _query(x, acc, xq, goal=Goal.MAXIMIZE, lower_bound=0.0, upper_bound=1.0))
+    vals = res.marginals.values
+    assert vals.max() <= 1.0 and vals.min() >= 0.0
+    med = res.marginals.quantile(0.5)
+    assert med[-1] >= med[0] - 0.005
+    assert abs(med[-1] - 0.92) < 0.05
+    assert res.marginals.quantile(0.05)[-1] <= 0.92 <= res.marginals.quantile(0.95)[-1]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_curves_warn_and_stay_wide(eng, n):
+    x, y = [10.0, 20.0][:n], [3.0, 2.6][:n]
+    res = _one(eng, _query(x, y, [40.0, 400.0], lower_bound=0.0))
+    assert SHORT_WARNING in res.warnings
+    lo, hi = res.marginals.quantile(0.05), res.marginals.quantile(0.95)
+    assert np.all(hi - lo > 0.1)
+    assert res.marginals.values.min() >= 0.0
+
+
+def test_constant_curve(eng):
+    x = np.arange(1, 60, dtype=float)
+    res = _one(eng, _query(x, np.full(len(x), 1.5), [100.0, 1000.0]))
+    assert np.allclose(res.marginals.quantile(0.5), 1.5, atol=1e-3)
+
+
+def test_spikes_do_not_derail_the_fit(eng):
+    rng = np.random.default_rng(2)
+    x = np.arange(1, 401) * 5.0
+    y = _power(x) + rng.normal(0, 0.01, len(x))
+    spikes = rng.choice(len(x), 12, replace=False)
+    y[spikes] += rng.uniform(1.0, 5.0, len(spikes))
+    xq = np.array([4000.0, 10000.0])
+    res = _one(eng, _query(x, y, xq))
+    assert np.all(np.abs(res.marginals.quantile(0.5) - _power(xq)) / _power(xq) < 0.03)
+
+
+def test_long_irregular_curve_is_subsampled(eng):
+    rng = np.random.default_rng(3)
+    x = np.cumsum(rng.exponential(3.0, 20000)) + 1.0
+    y = _power(x) + rng.normal(0, 0.02, len(x))
+    res = _one(eng, _query(x, y, [x[-1], 2 * x[-1]]))
+    assert res.details["fit_points"] <= 48
+    assert abs(res.marginals.quantile(0.5)[0] - _power(x[-1])) < 0.03
+
+
+def test_queries_outside_any_sane_range_stay_finite(eng):
+    x = np.arange(10, 100, dtype=float)
+    y = _power(x)
+    _one(eng, _query(x, y, [0.0, 1e-6, 1e15]))
+
+
+def test_diverged_run_warns(eng):
+    x = np.arange(1, 30, dtype=float)
+    res = _one(eng, _query(x, _power(x * 10), [40.0, 60.0], diverged_at=30.0))
+    assert any("diverged" in w for w in res.warnings)
+    # a dead run is not forecast to improve on its best
+    assert res.marginals.quantile(0.5)[-1] >= _power(290.0) - 1e-6
+
+
+def test_lower_bound_is_respected(eng):
+    x = np.arange(1, 50, dtype=float)
+    y = 0.05 + 0.5 * x**-1.5
+    res = _one(eng, _query(x, y, [100.0, 1e4], lower_bound=0.0))
+    assert res.marginals.values.min() >= 0.0
+
+
+def test_numerical_failure_falls_back_with_warning(eng, monkeypatch):
+    def boom(*a, **k):
+        raise FloatingPointError("synthetic failure")
+
+    monkeypatch.setattr(engine_mod, "fit_all", boom)
+    x = np.arange(1, 30, dtype=float)
+    res = _one(eng, _query(x, _power(x), [60.0]))
+    assert any("failed" in w for w in res.warnings)
+
+
+def test_empty_curve_is_an_error_not_a_crash(eng):
+    q = _query([], [], [1.0])
+    res = eng.forecast([q])[0]
+    assert isinstance(res, Exception)
+
+
+def test_steps_to_target(eng):
+    x = np.arange(1, 201) * 10.0
+    y = _power(x)
+    target = float(_power(6000.0))
+    res = _one(eng, _query(x, y, [6000.0], target=target, run=RunInfo(total_steps=20000.0)))
+    d = res.details
+    assert d["target_prob_reachable"] > 0.5
+    assert 4000.0 < d["target_x_q50"] < 9000.0
+    assert d["target_prob_by_horizon"] > 0.5
+
+
+def test_process_pool_matches_in_process():
+    x = np.arange(1, 80, dtype=float)
+    qs = [_query(x, _power(x * k), [100.0, 200.0]) for k in (1.0, 2.0, 3.0)]
+    local = AnalyticEngine().forecast(qs)
+    pooled_engine = AnalyticEngine(workers=1)
+    try:
+        pooled = pooled_engine.forecast(qs)
+    finally:
+        pooled_engine.close()
+    for a, b in zip(local, pooled):
+        assert np.allclose(a.marginals.values, b.marginals.values)
+
+
+def test_random_curves_never_raise_or_emit_non_finite(eng):
+    """Seeded fuzz: odd lengths, spacings, scales, signs, bounds, schedules and targets."""
+    from curvecast.domain.curve import LrSchedule, ScheduleShape
+
+    rng = np.random.default_rng(7)
+    queries = []
+    for i in range(24):
+        n = int(rng.choice([3, 5, 9, 30, 400]))
+        x = np.cumsum(rng.exponential(1.0, n)) * 10 ** rng.uniform(-2, 5)
+        if i % 5 == 0:
+            x = x - x[0]
+        y = [
+            rng.normal(0, 1, n) * 10 ** rng.uniform(-6, 6),
+            np.exp(rng.normal(0, 5, n)),
+            2 + 3 * np.arange(1, n + 1) ** -0.5 + rng.standard_cauchy(n) * 0.01,
+            np.linspace(5, -5, n),
+        ][i % 4]
+        goal = Goal.MINIMIZE if i % 2 else Goal.MAXIMIZE
+        lb = float(np.min(y)) - 1.0 if i % 3 == 0 else None
+        run = RunInfo()
+        if i % 4 == 1:
+            total = float(x[-1] * 3 + 1)
+            run = RunInfo(total_steps=total, schedule=LrSchedule(ScheduleShape.COSINE, peak_lr=1e-3, warmup_steps=float(x[min(2, n - 1)]), total_steps=total))
+        curve = Curve(x=x, y=y, goal=goal, lower_bound=lb)
+        xq = np.sort(np.concatenate([[0.0], x[-1] * rng.uniform(0, 50, 4)]))
+        queries.append(ForecastQuery(curve=curve, run=run, x_query=xq, target=float(np.median(y)) if i % 3 == 1 else None))
+    with np.errstate(all="raise"):  # nothing may leak out of the engine's own errstate
+        results = eng.forecast(queries)
+    for q, res in zip(queries, results):
+        assert isinstance(res, EngineForecast)
+        assert np.all(np.isfinite(res.marginals.values)) and np.all(np.isfinite(res.marginals.mean))
+        assert all(np.isfinite(v) for v in res.details.values())
+        if q.curve.lower_bound is not None:
+            assert res.marginals.values.min() >= q.curve.lower_bound

@@ -1,0 +1,128 @@
+"""LR-schedule laws (Tissue, Multi-Power) and the engine's schedule-aware path, on synthetic curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curvecast.domain.curve import Curve, ForecastQuery, LrSchedule, RunInfo, ScheduleShape
+from curvecast.engines.analytic.engine import forecast_one
+from curvecast.engines.analytic.lr_laws import (
+    MultiPowerLaw,
+    Observed,
+    TissueLaw,
+    features,
+    fit_mpl,
+    fit_tissue,
+)
+
+WARM, TOTAL, PEAK = 500, 10000, 3e-4
+
+
+def _lr(kind: str, total: int = TOTAL) -> np.ndarray:
+    s = np.arange(total + 1, dtype=float)
+    sched = {
+        "constant": LrSchedule(ScheduleShape.CONSTANT, peak_lr=PEAK, warmup_steps=WARM, total_steps=total),
+        "cosine": LrSchedule(ScheduleShape.COSINE, peak_lr=PEAK, final_lr=PEAK / 10, warmup_steps=WARM, total_steps=total),
+        "wsd": LrSchedule(ScheduleShape.WSD, peak_lr=PEAK, final_lr=PEAK / 10, warmup_steps=WARM, total_steps=total, decay_start=0.8 * total),
+        "step": LrSchedule(ScheduleShape.STEP, peak_lr=PEAK, warmup_steps=WARM, total_steps=total, step_gamma=0.3, step_interval=4000),
+    }[kind]
+    return sched.lr_at(s)
+
+
+def test_warmup_leaves_no_permanent_s2_offset():
+    f = features(_lr("constant"))
+    assert np.allclose(f.s2, 0.0)
+    kept = features(_lr("constant"), anneal_warmup=True)
+    # the naive recursion through the warm-up drifts to -1/(1-lambda) (peak-normalised)
+    assert kept.s2[-1] == pytest.approx(-1.0 / (1.0 - 0.999), rel=0.05)
+
+
+def test_s2_without_momentum_is_the_lr_drop():
+    lr = _lr("cosine")
+    f = features(lr, decay=0.0)
+    t = np.array([WARM + 10, 5000, TOTAL])
+    assert np.allclose(f.s2[t], 1.0 - lr[t] / PEAK, atol=1e-9)
+    assert np.allclose(f.s1[t], np.cumsum(lr / PEAK)[t])
+
+
+def _synthetic(law, kind: str, every: int = 200, noise: float = 0.0, seed: int = 0) -> Observed:
+    f = features(_lr(kind))
+    steps = np.arange(WARM + every, TOTAL + 1, every)
+    loss = law.predict(f, steps)
+    loss = loss * np.exp(np.random.default_rng(seed).normal(0, noise, len(loss)))
+    return Observed(steps, loss, f)
+
+
+TRUE_TISSUE = TissueLaw(L0=2.5, A=20.0, alpha=0.45, C=1.5e-4)  # A ~ 0.6 in raw LR units
+
+
+def test_tissue_fit_recovers_law_and_predicts_unseen_schedule():
+    train = [_synthetic(TRUE_TISSUE, k, noise=5e-4, seed=i) for i, k in enumerate(("constant", "cosine"))]
+    fit = fit_tissue(train)
+    test = _synthetic(TRUE_TISSUE, "wsd")
+    err = np.abs(fit.predict(test.sched, test.steps) - test.loss) / test.loss
+    assert err.mean() < 2e-3
+    assert fit.alpha == pytest.approx(TRUE_TISSUE.alpha, rel=0.15)
+    assert fit.C == pytest.approx(TRUE_TISSUE.C, rel=0.2)
+
+
+TRUE_MPL = MultiPowerLaw(L0=2.5, A=20.0, alpha=0.45, B=0.15, C=0.05, beta=0.6, gamma=0.6)
+
+
+def test_mpl_fit_predicts_unseen_schedule():
+    train = [_synthetic(TRUE_MPL, k, every=250, noise=3e-4, seed=i) for i, k in enumerate(("constant", "cosine", "step"))]
+    fit = fit_mpl(train, max_blocks=120, max_nfev=150, n_refine=1)
+    test = _synthetic(TRUE_MPL, "wsd", every=250)
+    err = np.abs(fit.predict(test.sched, test.steps) - test.loss) / test.loss
+    assert err.mean() < 3e-3
+
+
+def _prefix_query(kind: str, plan: str, cut: int = 6000, x_query=None) -> ForecastQuery:
+    f = features(_lr(kind))
+    steps = np.arange(WARM + 100, cut + 1, 100)
+    loss = TRUE_TISSUE.predict(f, steps) * np.exp(np.random.default_rng(1).normal(0, 1e-3, len(steps)))
+    plan_sched = {
+        "wsd": LrSchedule(ScheduleShape.WSD, peak_lr=PEAK, final_lr=PEAK / 10, warmup_steps=WARM, total_steps=TOTAL, decay_start=8000),
+        "constant": LrSchedule(ScheduleShape.CONSTANT, peak_lr=PEAK, warmup_steps=WARM, total_steps=TOTAL),
+    }[plan]
+    xq = np.array([7000.0, 8000.0, 9000.0, 10000.0]) if x_query is None else x_query
+    return ForecastQuery(
+        curve=Curve(x=steps.astype(float), y=loss), run=RunInfo(total_steps=float(TOTAL), schedule=plan_sched), x_query=xq
+    )
+
+
+def test_engine_uses_planned_schedule_and_answers_what_if():
+    wsd = forecast_one(_prefix_query("wsd", "wsd"))
+    const = forecast_one(_prefix_query("wsd", "constant"))
+    assert wsd.details.get("lr_law") == 1.0 and const.details.get("lr_law") == 1.0
+    m_wsd, m_const = wsd.marginals.quantile(0.5), const.marginals.quantile(0.5)
+    # same before the cool-down, lower after it: the law anticipates the annealing drop
+    assert m_wsd[0] == pytest.approx(m_const[0], rel=2e-3)
+    assert m_wsd[-1] < m_const[-1] - 0.01
+    truth = TRUE_TISSUE.predict(features(_lr("wsd")), np.array([10000]))[0]
+    lo, hi = wsd.marginals.quantile(0.05)[-1], wsd.marginals.quantile(0.95)[-1]
+    assert lo <= truth <= hi
+    assert np.all(np.isfinite(wsd.marginals.values))
+
+
+def test_engine_steps_to_target_under_the_plan():
+    base = _prefix_query("wsd", "wsd")
+    f = features(_lr("wsd"))
+    grid = np.arange(6000, TOTAL + 1)
+    truth = TRUE_TISSUE.predict(f, grid)
+    target = float(truth[-1] + 0.3 * (truth[0] - truth[-1]))  # reached only during the cool-down
+    x_true = float(grid[np.argmax(truth <= target)])
+    q = ForecastQuery(curve=base.curve, run=base.run, x_query=base.x_query, target=target)
+    d = forecast_one(q).details
+    assert d["target_prob_by_horizon"] > 0.5
+    assert abs(d["target_x_q50"] - x_true) < 600
+
+
+def test_engine_accepts_observed_lr_without_schedule():
+    q = _prefix_query("cosine", "constant")
+    lr = _lr("cosine")[q.curve.x.astype(int)]
+    curve = Curve(x=q.curve.x, y=q.curve.y, lr=lr)
+    res = forecast_one(ForecastQuery(curve=curve, run=RunInfo(total_steps=float(TOTAL)), x_query=q.x_query))
+    assert res.details.get("lr_law") == 1.0
+    assert np.all(np.isfinite(res.marginals.values))
