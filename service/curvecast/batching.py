@@ -2,8 +2,12 @@
 
 Like Triton's dynamic batcher: the first waiting query opens a window of at most ``max_delay_s``;
 the batch closes early when ``max_batch`` queries are waiting. Engine work runs in an executor so the
-event loop only ever routes messages. Queries whose deadline has passed by the time their batch is
-formed are not computed (their callers have gone), and a failure inside one query only fails that one.
+event loop only ever routes messages. At most ``max_concurrent_batches`` batches are in the executor at
+once: further queries wait in the queue (bounded by the data plane's admission limit), where a cancelled
+caller costs nothing and where they form larger batches under load. Queries whose deadline has passed
+when their batch starts running are not computed, and a failure inside one query only fails that one:
+an engine that raises for a whole batch is retried one query at a time to find the culprit, and a
+result list of the wrong length fails the batch cleanly instead of leaving callers waiting forever.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ BatchObserver = Callable[[str, int, float], None]  # (engine name, batch size, s
 
 class MicroBatcher:
     def __init__(self, engine_getter: Callable[[], Engine], executor: Executor, *, max_batch: int = 64,
-                 max_delay_s: float = 0.002, observer: BatchObserver | None = None) -> None:
+                 max_delay_s: float = 0.002, observer: BatchObserver | None = None,
+                 max_concurrent_batches: int = 2) -> None:
         self._engine_getter = engine_getter
         self._executor = executor
         self._max_batch = max(1, max_batch)
         self._max_delay_s = max(0.0, max_delay_s)
         self._observer = observer
+        self._max_concurrent = max(1, max_concurrent_batches)
+        self._slots: asyncio.Semaphore | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running_batches = 0
@@ -61,6 +68,7 @@ class MicroBatcher:
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._queue = self._queue or asyncio.Queue()
+            self._slots = self._slots or asyncio.Semaphore(self._max_concurrent)
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
@@ -72,10 +80,14 @@ class MicroBatcher:
                 pass
 
     async def _run(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
+            await self._slots.acquire()  # wait for a free engine slot; meanwhile queries queue up
             first = await self._queue.get()
+            if first.future.done():  # cancelled while queued: do not open a window for it
+                self._slots.release()
+                continue
             batch = [first]
             window_end = loop.time() + self._max_delay_s
             while len(batch) < self._max_batch:
@@ -94,7 +106,48 @@ class MicroBatcher:
             loop.create_task(self._dispatch(batch))
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
-        now = time.monotonic()
+        try:
+            await self._dispatch_batch(batch)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
+
+    async def _dispatch_batch(self, batch: list[_Pending]) -> None:
+        live = self._live(batch, time.monotonic())
+        if not live:
+            return
+        try:
+            engine = self._engine_getter()
+        except Exception as exc:  # noqa: BLE001 - e.g. the engine was unloaded: fail these queries, not the worker
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self._running_batches += 1
+        try:
+            results = await loop.run_in_executor(self._executor, _run_live, engine, live)
+            failed = [k for k, r in enumerate(results) if isinstance(r, _BatchFailure)]
+            if len(failed) > 1:
+                # the engine raised for the whole batch: retry one query at a time so only the culprit fails
+                for k in failed:
+                    results[k] = (await loop.run_in_executor(self._executor, _run_live, engine, [live[k]]))[0]
+        finally:
+            self._running_batches -= 1
+        computed = sum(1 for r in results if not isinstance(r, DeadlineExceeded))
+        if self._observer is not None and computed:
+            self._observer(engine.name, computed, time.perf_counter() - started)
+        for item, result in zip(live, results):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result.error if isinstance(result, _BatchFailure) else result)
+            else:
+                item.future.set_result(result)
+
+    @staticmethod
+    def _live(batch: list[_Pending], now: float) -> list[_Pending]:
         live: list[_Pending] = []
         for item in batch:
             if item.future.done():  # caller cancelled while queued
@@ -103,21 +156,32 @@ class MicroBatcher:
                 item.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
                 continue
             live.append(item)
-        if not live:
-            return
-        engine = self._engine_getter()
-        started = time.perf_counter()
-        try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, engine.forecast, [p.query for p in live])
-        except Exception as exc:  # the engine failed as a whole: every query in the batch gets the error
-            results = [exc] * len(live)
-        if self._observer is not None:
-            self._observer(engine.name, len(live), time.perf_counter() - started)
-        for item, result in zip(live, results):
-            if item.future.done():
-                continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+        return live
+
+
+class _BatchFailure(Exception):
+    """The engine raised for a whole batch (not a per-query result)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_live(engine: Engine, items: list[_Pending]) -> list[EngineForecast | BaseException]:
+    """Runs in the executor thread: re-checks deadlines at the moment work starts, then calls the engine."""
+    now = time.monotonic()
+    todo = [i for i, p in enumerate(items) if p.deadline is None or p.deadline > now]
+    out: list[EngineForecast | BaseException] = [
+        DeadlineExceeded("deadline passed before the engine started; not computed")] * len(items)
+    if not todo:
+        return out
+    try:
+        results = list(engine.forecast([items[i].query for i in todo]))
+    except Exception as exc:  # noqa: BLE001 - reported per query by the caller
+        results = [_BatchFailure(exc)] * len(todo)
+    if len(results) != len(todo):
+        bad = RuntimeError(f"engine '{engine.name}' returned {len(results)} results for {len(todo)} queries")
+        results = [bad] * len(todo)
+    for i, r in zip(todo, results):
+        out[i] = r
+    return out

@@ -8,6 +8,7 @@ decisions) lives in this module and below, so it can be tested and benchmarked w
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
@@ -63,13 +64,17 @@ class DataPlaneSettings:
 class DataPlane:
     def __init__(self, registry: EngineRegistry, executor: Executor, settings: DataPlaneSettings = DataPlaneSettings(),
                  *, max_batch: int = 64, max_delay_s: float = 0.002, observer: BatchObserver | None = None,
-                 scaling_executor: Executor | None = None) -> None:
+                 scaling_executor: Executor | None = None, max_concurrent_batches: int = 2) -> None:
         self.registry = registry
         self.settings = settings
         self._executor = executor
         self._scaling_executor = scaling_executor or executor
         self._batchers: dict[str, MicroBatcher] = {}
-        self._batch_args = dict(max_batch=max_batch, max_delay_s=max_delay_s, observer=observer)
+        self._batch_args = dict(max_batch=max_batch, max_delay_s=max_delay_s, observer=self._observe,
+                                max_concurrent_batches=max_concurrent_batches)
+        self._observer = observer
+        self._parallel = max(1, max_concurrent_batches)
+        self._curve_s: dict[str, float] = {}  # recent engine seconds per curve (EWMA), per engine
         self._inflight = 0
 
     # ---- admission ------------------------------------------------------------------------------
@@ -81,7 +86,28 @@ class DataPlane:
     def queue_depth(self) -> int:
         return sum(b.depth for b in self._batchers.values())
 
-    def _admit(self, n: int) -> None:
+    def _observe(self, engine: str, size: int, seconds: float) -> None:
+        per_curve = seconds / max(size, 1)
+        old = self._curve_s.get(engine)
+        self._curve_s[engine] = per_curve if old is None else 0.8 * old + 0.2 * per_curve
+        if self._observer is not None:
+            self._observer(engine, size, seconds)
+
+    def expected_wait_s(self, engines: set[str] | None = None) -> float:
+        """Rough time the curves already admitted need before a new one starts (queue ahead / parallelism)."""
+        names = engines if engines is not None else set(self._curve_s)
+        per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
+        return self._inflight * per_curve / self._parallel
+
+    def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
+        if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
+            raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "
+                                        f"{self.settings.max_inflight_curves} at once (split the batch)")
+        if deadline is not None and self._inflight > 0:
+            wait = self.expected_wait_s(engines)
+            if time.monotonic() + wait > deadline:  # it would only queue to time out: say so now
+                raise Overloaded(f"server busy: about {wait:.2f} s of queued work, more than this call's deadline "
+                                 "allows; retry shortly or with a longer deadline", self.settings.retry_after_s)
         if self._inflight + n > self.settings.max_inflight_curves:
             raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
                              f"{self.settings.max_inflight_curves}); retry shortly", self.settings.retry_after_s)
@@ -96,40 +122,58 @@ class DataPlane:
 
     async def forecast_many(self, queries: Sequence[ForecastQuery],
                             deadline: float | None = None) -> list[ForecastResult | BaseException]:
-        """Forecast several runs; each item succeeds or fails on its own."""
-        self._admit(len(queries))
+        """Forecast several runs; each item succeeds or fails on its own (an item that cannot be
+        planned, names an unavailable engine or breaks the decision code fails alone).
+
+        Admission refuses the call at once (``Overloaded``) when the curves in flight would exceed the
+        limit, or when the work already queued would outlast the caller's deadline."""
+        early: dict[int, BaseException] = {}
+        names: dict[int, list[tuple[str, float]]] = {}
+        for i, q in enumerate(queries):
+            try:
+                names[i] = self._engine_names_one(q)
+            except Exception as exc:  # noqa: BLE001 - this item only
+                early[i] = exc
+        self._admit(len(queries), deadline, {n for ns in names.values() for n, _ in ns})
         try:
-            plans = [self._plan(q) for q in queries]
-            names = self._engine_names(queries)
-            per_engine: dict[str, list[EngineForecast | BaseException]] = {}
-            needed = sorted({n for ns in names for n, _ in ns})
+            plans: dict[int, tuple[ForecastQuery, np.ndarray, np.ndarray, int]] = {}
+            for i, q in enumerate(queries):
+                if i in early:
+                    continue
+                try:
+                    plans[i] = self._plan(q)
+                except Exception as exc:  # noqa: BLE001 - this item only
+                    early[i] = exc
+            per_engine: dict[str, dict[int, EngineForecast | BaseException]] = {}
+            needed = sorted({n for ns in names.values() for n, _ in ns})
             jobs = {}
             for name in needed:
-                idx = [i for i, ns in enumerate(names) if any(n == name for n, _ in ns)]
+                idx = [i for i in plans if any(n == name for n, _ in names[i])]
                 expanded = [plans[i][0] for i in idx]
                 jobs[name] = (idx, self._batcher(name).submit_many(expanded, deadline))
             gathered = await asyncio.gather(*(job for _, job in jobs.values()))
             for (name, (idx, _)), results in zip(jobs.items(), gathered):
-                full: list[EngineForecast | BaseException] = [None] * len(queries)  # type: ignore[list-item]
-                for i, r in zip(idx, results):
-                    full[i] = r
-                per_engine[name] = full
-            return [self._finish(k, q, plan, ns, per_engine)
-                    for k, (q, plan, ns) in enumerate(zip(queries, plans, names))]
+                per_engine[name] = dict(zip(idx, results))
+            out: list[ForecastResult | BaseException] = []
+            for k, q in enumerate(queries):
+                if k in early:
+                    out.append(early[k])
+                    continue
+                try:
+                    out.append(self._finish(k, q, plans[k], names[k], per_engine))
+                except Exception as exc:  # noqa: BLE001 - e.g. the decision code failed for this curve
+                    out.append(exc)
+            return out
         finally:
             self._inflight -= len(queries)
 
-    def _engine_names(self, queries: Sequence[ForecastQuery]) -> list[list[tuple[str, float]]]:
-        out = []
-        for q in queries:
-            choice = q.engine or self.settings.default_engine
-            if choice == ENSEMBLE:
-                live = [(n, w) for n, w in self.settings.ensemble_weights if self.registry.available(n)]
-                out.append(live or [("analytic", 1.0)])
-            else:
-                self.registry.get(choice)  # raises EngineUnavailable with the reason
-                out.append([(choice, 1.0)])
-        return out
+    def _engine_names_one(self, q: ForecastQuery) -> list[tuple[str, float]]:
+        choice = q.engine or self.settings.default_engine
+        if choice == ENSEMBLE:
+            live = [(n, w) for n, w in self.settings.ensemble_weights if self.registry.available(n)]
+            return live or [("analytic", 1.0)]
+        self.registry.get(choice)  # raises EngineUnavailable with the reason
+        return [(choice, 1.0)]
 
     def _plan(self, query: ForecastQuery) -> tuple[ForecastQuery, np.ndarray, np.ndarray, int]:
         """One engine call covers the requested x, the budget point and the decision grid."""
@@ -143,13 +187,13 @@ class DataPlane:
 
     def _finish(self, k: int, query: ForecastQuery, plan: tuple[ForecastQuery, np.ndarray, np.ndarray, int],
                 names: list[tuple[str, float]],
-                per_engine: dict[str, list[EngineForecast | BaseException]]) -> ForecastResult | BaseException:
+                per_engine: dict[str, dict[int, EngineForecast | BaseException]]) -> ForecastResult | BaseException:
         _, req_idx, grid_idx, final_idx = plan
         parts: list[tuple[EngineForecast, float]] = []
         warnings: list[str] = []
         errors: list[BaseException] = []
         for name, weight in names:
-            result = per_engine[name][k]
+            result = _checked(per_engine[name][k], name, len(plan[0].x_query))
             if isinstance(result, BaseException):
                 errors.append(result)
                 warnings.append(f"engine '{name}' failed for this curve ({type(result).__name__}); answered without it")
@@ -160,14 +204,19 @@ class DataPlane:
             return errors[0]
         if len(parts) < len(names) and isinstance(errors[0], InvalidRequest):
             return errors[0]
-        marginals = Marginals.mixture([p.marginals for p, _ in parts], [w for _, w in parts])
-        marginals = marginals.clip(query.curve.lower_bound, query.curve.upper_bound)
-        total_w = sum(w for _, w in parts)
-        uses = tuple(self._use(p.engine, w / total_w) for p, w in parts)
-        grid = marginals.at(grid_idx)
-        final = marginals.at(np.array([final_idx]))
-        ctt = compute_to_target(query, grid)
-        rec = decide(query, final, grid, ctt)
+        # extreme but valid curves (values near 1e300, tiny spreads) may overflow inside the mixture's tails
+        # or the decision maths; the results are checked below instead of leaking warnings
+        with np.errstate(all="ignore"):
+            marginals = Marginals.mixture([p.marginals for p, _ in parts], [w for _, w in parts])
+            marginals = marginals.clip(query.curve.lower_bound, query.curve.upper_bound)
+            if not (np.all(np.isfinite(marginals.values)) and np.all(np.isfinite(marginals.mean))):
+                return FloatingPointError("combining the engines' forecasts overflowed for this curve")
+            total_w = sum(w for _, w in parts)
+            uses = tuple(self._use(p.engine, w / total_w) for p, w in parts)
+            grid = marginals.at(grid_idx)
+            final = marginals.at(np.array([final_idx]))
+            ctt = compute_to_target(query, grid)
+            rec = decide(query, final, grid, ctt)
         return ForecastResult(query=query, predictions=marginals.at(req_idx), final=final, compute_to_target=ctt,
                               recommendation=rec, engines=uses, warnings=tuple(dict.fromkeys(warnings)))
 
@@ -191,6 +240,21 @@ class DataPlane:
     async def close(self) -> None:
         for b in self._batchers.values():
             await b.close()
+
+
+def _checked(result: object, name: str, n_x: int) -> EngineForecast | BaseException:
+    """An engine answer is used only if it is well formed and finite; otherwise it counts as a failure
+    (so the ensemble answers without it, with a warning) rather than leaking NaN or a wrong shape."""
+    if isinstance(result, BaseException):
+        return result
+    if not isinstance(result, EngineForecast):
+        return RuntimeError(f"engine '{name}' returned {type(result).__name__}, not a forecast")
+    m = result.marginals
+    if m.values.shape[0] != n_x:
+        return RuntimeError(f"engine '{name}' answered {m.values.shape[0]} points for {n_x} queried")
+    if not (np.all(np.isfinite(m.values)) and np.all(np.isfinite(m.mean))):
+        return FloatingPointError(f"engine '{name}' produced non-finite values")
+    return result
 
 
 def _fit(points: list["ScalingPoint"], form: str, bootstrap: int) -> "ScalingFit":

@@ -2,8 +2,8 @@
 
 The order of checks is the order of certainty: a run that blew up or already reached its target is an
 observation, not a forecast, so those win; then the caller's guards (too few points, too early); then
-the forecast-based stops: unpromising (unlikely to beat the incumbent) before converged (nothing left
-to gain). Every recommendation carries the numbers behind it so callers can audit and re-threshold.
+the forecast-based stops: unpromising (unlikely to beat the incumbent) before converged (unlikely to
+beat its own best point, or expected relative gain below the threshold). Every recommendation carries the numbers behind it so callers can audit and re-threshold.
 
 Cost awareness: ``compute_weight`` (w) trades saved compute against the risk of killing the eventual
 winner. Stopping with a fraction f of the budget left saves f budgets; the policy accepts a risk of up
@@ -44,6 +44,7 @@ class Recommendation:
     reason: str  # one line, for humans
     p_beat_incumbent: float | None  # calibrated (recalibration applied); None without an incumbent
     p_beat_incumbent_raw: float | None
+    p_improve_own_best: float | None  # for a run that leads the sweep (or has no incumbent)
     p_target_within_budget: float | None  # None without a target
     expected_final: float | None  # forecast mean at the budget
     expected_improvement: float  # goal-oriented: > 0 means the run is expected to get better
@@ -63,10 +64,11 @@ class Recommendation:
 def divergence_reason(curve: Curve) -> str:
     """Why the run counts as diverged, or "" when it does not.
 
-    Non-finite values end the run. A blow-up is a tail of ``_TAIL`` points that are all worse than the
-    best so far by more than 90% of everything the run had gained (i.e. back near where it started), by
-    more than 10% of the best value and by more than a few times the point-to-point noise. Overfitting that
-    rises part of the way back is not a blow-up.
+    Non-finite values end the run. A blow-up is a tail of ``_TAIL`` points that are all (a) worse than
+    the best so far by more than 90% of everything the run had gained, by more than 25% of the best
+    value and by more than a few times the point-to-point noise, and (b) back at (or beyond) the worst
+    level seen before. Overfitting that rises part of the way back, and an early transient spike the
+    run has already recovered from, are not blow-ups (TaskSet has both among its eventual winners).
     """
     if curve.diverged:
         return f"non-finite values from x={curve.diverged_at:g}"
@@ -79,9 +81,9 @@ def divergence_reason(curve: Curve) -> str:
     span = max(float(g[0] - best), 0.0)
     # noise from second differences: blind to a smooth trend; sigma = median|d2| / (0.6745 * sqrt(6))
     noise = float(np.median(np.abs(np.diff(head, 2)))) / 1.652 if len(head) > 2 else 0.0
-    margin = max(0.9 * span, 0.1 * abs(best), 5.0 * noise, 1e-12)
+    margin = max(0.9 * span, 0.25 * abs(best), 5.0 * noise, 1e-12)
     gap = float(tail.min() - best)
-    if gap > margin:
+    if gap > margin and float(tail.min()) >= float(head.max()) - 0.1 * span:
         worst = float(curve.goal.sign * tail.min())
         return f"last {_TAIL} values all worse than the best {curve.goal.sign * best:.4g} (now {worst:.4g})"
     return ""
@@ -133,6 +135,7 @@ def decide(
     compute_weight: float | None = None,
     recal_beat: Recalibration = IDENTITY,
     recal_target: Recalibration = IDENTITY,
+    checkpoint_best: bool = True,
 ) -> Recommendation:
     """Recommend what to do with the run now.
 
@@ -140,6 +143,9 @@ def decide(
     still allows divergence and target checks). ``grid_marginals``: marginals on the decision grid
     (optional; sharpens P(beats incumbent) for runs whose best point is before the end and the
     present-level estimate). ``compute_weight`` overrides ``query.policy.compute_weight`` when given.
+    A ``min_relative_improvement`` of 0 (or less) switches the relative-gain converged stop off.
+    ``checkpoint_best``: the run's best point is kept (its value is its best, not its last), so a run
+    that leads the sweep is stopped as converged once it is unlikely to beat its own best.
     """
     curve, run, policy = query.curve, query.run, query.policy
     goal, sign = curve.goal, curve.goal.sign
@@ -164,6 +170,18 @@ def decide(
                 p = max(p, float(p_beats(grid_marginals.at(inside), query.incumbent, goal).max()))
         p_raw = float(np.clip(p, 0.0, 1.0))
         p_cal = float(recal_beat.apply(p_raw))
+    # A run that leads (or has no incumbent) is only worth continuing if it can still improve on
+    # its own best point: with the best checkpoint kept, a run past its best gains nothing.
+    p_own = None
+    leads = query.incumbent is None or (p_raw == 1.0)
+    if checkpoint_best and leads and final is not None and len(curve.y):
+        own = curve.best()
+        p = float(p_beats(final, own, goal)[-1])
+        if grid_marginals is not None:
+            inside = np.flatnonzero((grid_marginals.x > last) & (grid_marginals.x <= budget * (1 + 1e-9)))
+            if len(inside):
+                p = max(p, float(p_beats(grid_marginals.at(inside), own, goal).max()))
+        p_own = float(np.clip(p, 0.0, 1.0))
     p_target = None
     if ctt is not None:
         p_target = 1.0 if ctt.already_reached else float(recal_target.apply(ctt.p_within_budget))
@@ -179,6 +197,7 @@ def decide(
     def rec(action: Action, reason: str, threshold: float, **kw) -> Recommendation:
         return Recommendation(
             action=action, reason=reason, p_beat_incumbent=p_cal, p_beat_incumbent_raw=p_raw,
+            p_improve_own_best=p_own,
             p_target_within_budget=p_target, expected_final=expected_final, expected_improvement=imp,
             expected_relative_improvement=rel, threshold=float(threshold), prob_threshold=prob_thr,
             improvement_threshold=imp_thr,
@@ -208,7 +227,10 @@ def decide(
     if p_cal is not None and p_cal < prob_thr:
         stop = (Action.STOP_UNPROMISING,
                 f"P(beats incumbent {query.incumbent:g}) = {p_cal:.3f} < {prob_thr:.3f}", prob_thr)
-    elif (final is not None and rel < imp_thr and remaining_frac > 0
+    elif p_own is not None and p_own < prob_thr and remaining_frac > 0:
+        stop = (Action.STOP_CONVERGED,
+                f"P(improves on its best so far {curve.best():g}) = {p_own:.3f} < {prob_thr:.3f}", prob_thr)
+    elif (final is not None and imp_thr > 0 and rel < imp_thr and remaining_frac > 0
           and not (p_target is not None and p_target >= 0.5)):
         stop = (Action.STOP_CONVERGED,
                 f"expected remaining relative improvement {rel:.2e} < {imp_thr:.2e}", imp_thr)

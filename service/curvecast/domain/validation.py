@@ -37,6 +37,11 @@ class Limits:
     max_quantiles: int = 99
     max_batch_requests: int = 1_000
     max_schedule_points: int = 1_000_000
+    # magnitudes: x-like quantities (steps, budgets, query x, schedule, per-step sizes) stay far from
+    # overflow so every product and extension downstream is finite; metric values (and targets, bounds)
+    # may be large but not near the double range.
+    max_abs_x: float = 1e100
+    max_abs_value: float = 1e300
 
 
 class Violations:
@@ -58,12 +63,15 @@ def _first_bad(mask: np.ndarray) -> int:
 
 
 def _finite_scalar(c: Violations, field: str, value: float | None, *, positive: bool = False,
-                   nonnegative: bool = False) -> float | None:
+                   nonnegative: bool = False, limit: float | None = None) -> float | None:
     if value is None:
         return None
     v = float(value)
     if not np.isfinite(v):
         c.add(field, f"must be finite, got {v}")
+        return None
+    if limit is not None and abs(v) > limit:
+        c.add(field, f"magnitude must be at most {limit:g}, got {v}")
         return None
     if positive and v <= 0:
         c.add(field, f"must be > 0, got {v}")
@@ -74,10 +82,14 @@ def _finite_scalar(c: Violations, field: str, value: float | None, *, positive: 
     return v
 
 
-def _increasing(c: Violations, field: str, x: np.ndarray) -> bool:
+def _increasing(c: Violations, field: str, x: np.ndarray, limit: float = Limits.max_abs_x) -> bool:
     if not np.all(np.isfinite(x)):
         i = _first_bad(~np.isfinite(x))
         c.add(f"{field}[{i}]", f"must be finite, got {x[i]}")
+        return False
+    if np.any(np.abs(x) > limit):
+        i = _first_bad(np.abs(x) > limit)
+        c.add(f"{field}[{i}]", f"magnitude must be at most {limit:g}, got {x[i]}")
         return False
     if len(x) > 1 and not np.all(np.diff(x) > 0):
         i = _first_bad(np.diff(x) <= 0) + 1
@@ -111,7 +123,7 @@ def build_curve(
     if len(xs) > limits.max_curve_points:
         c.add(f"{field}.x", f"has {len(xs)} points; the limit is {limits.max_curve_points} (subsample the curve)")
         return None
-    if not _increasing(c, f"{field}.x", xs):
+    if not _increasing(c, f"{field}.x", xs, limits.max_abs_x):
         return None
     finite = np.isfinite(ys)
     diverged_at = None
@@ -127,22 +139,25 @@ def build_curve(
             return None
         diverged_at = float(xs[first_bad])
         xs, ys = xs[:first_bad], ys[:first_bad]
-    if np.any(np.abs(ys) > 1e300):
-        c.add(f"{field}.values", "magnitudes above 1e300 cannot be forecast; rescale the metric")
+    if np.any(np.abs(ys) > limits.max_abs_value):
+        c.add(f"{field}.values", f"magnitudes above {limits.max_abs_value:g} cannot be forecast; rescale the metric")
         return None
-    lo = _finite_scalar(c, f"{field}.lower_bound", lower_bound)
-    hi = _finite_scalar(c, f"{field}.upper_bound", upper_bound)
+    lo = _finite_scalar(c, f"{field}.lower_bound", lower_bound, limit=limits.max_abs_value)
+    hi = _finite_scalar(c, f"{field}.upper_bound", upper_bound, limit=limits.max_abs_value)
     if lo is not None and hi is not None and lo >= hi:
         c.add(f"{field}.upper_bound", f"must be greater than lower_bound ({lo}), got {hi}")
+    elif len(ys) and ((lo is not None and np.any(ys < lo)) or (hi is not None and np.any(ys > hi))):
+        i = _first_bad((ys < lo if lo is not None else False) | (ys > hi if hi is not None else False))
+        c.add(f"{field}.values[{i}]", f"{ys[i]} lies outside the declared bounds [{lo}, {hi}]")
     lr_arr = None
     if len(lr):
         lr_arr = np.asarray(lr, dtype=np.float64)
         if len(lr_arr) != len(np.asarray(x)):
             c.add(f"{field}.lr", f"has {len(lr_arr)} values but {field}.x has {len(np.asarray(x))}")
             lr_arr = None
-        elif not np.all(np.isfinite(lr_arr)) or np.any(lr_arr < 0):
-            i = _first_bad(~np.isfinite(lr_arr) | (lr_arr < 0))
-            c.add(f"{field}.lr[{i}]", f"must be finite and >= 0, got {lr_arr[i]}")
+        elif not np.all(np.isfinite(lr_arr)) or np.any(lr_arr < 0) or np.any(lr_arr > limits.max_abs_x):
+            i = _first_bad(~np.isfinite(lr_arr) | (lr_arr < 0) | (lr_arr > limits.max_abs_x))
+            c.add(f"{field}.lr[{i}]", f"must be finite, >= 0 and <= {limits.max_abs_x:g}, got {lr_arr[i]}")
             lr_arr = None
         else:
             lr_arr = lr_arr[: len(xs)]
@@ -178,21 +193,22 @@ def build_schedule(
         if len(s) > limits.max_schedule_points:
             c.add(f"{field}.steps", f"has {len(s)} points; the limit is {limits.max_schedule_points}")
             return None
-        if not _increasing(c, f"{field}.steps", s):
+        if not _increasing(c, f"{field}.steps", s, limits.max_abs_x):
             return None
-        if not np.all(np.isfinite(v)) or np.any(v < 0):
-            i = _first_bad(~np.isfinite(v) | (v < 0))
-            c.add(f"{field}.values[{i}]", f"must be finite and >= 0, got {v[i]}")
+        if not np.all(np.isfinite(v)) or np.any(v < 0) or np.any(v > limits.max_abs_x):
+            i = _first_bad(~np.isfinite(v) | (v < 0) | (v > limits.max_abs_x))
+            c.add(f"{field}.values[{i}]", f"must be finite, >= 0 and <= {limits.max_abs_x:g}, got {v[i]}")
             return None
         return LrSchedule(ScheduleShape.EXPLICIT, peak_lr=float(v.max()), final_lr=float(v[-1]),
                           total_steps=float(s[-1]), steps=s, values=v)
     n_before = len(c.violations)
-    peak = _finite_scalar(c, f"{field}.peak_lr", peak_lr, nonnegative=True)
-    final = _finite_scalar(c, f"{field}.final_lr", final_lr, nonnegative=True)
-    warm = _finite_scalar(c, f"{field}.warmup_steps", warmup_steps, nonnegative=True)
-    start = _finite_scalar(c, f"{field}.decay_start", decay_start, nonnegative=True)
-    gamma = _finite_scalar(c, f"{field}.step_gamma", step_gamma, nonnegative=True)
-    interval = _finite_scalar(c, f"{field}.step_interval", step_interval, nonnegative=True)
+    big = limits.max_abs_x
+    peak = _finite_scalar(c, f"{field}.peak_lr", peak_lr, nonnegative=True, limit=big)
+    final = _finite_scalar(c, f"{field}.final_lr", final_lr, nonnegative=True, limit=big)
+    warm = _finite_scalar(c, f"{field}.warmup_steps", warmup_steps, nonnegative=True, limit=big)
+    start = _finite_scalar(c, f"{field}.decay_start", decay_start, nonnegative=True, limit=big)
+    gamma = _finite_scalar(c, f"{field}.step_gamma", step_gamma, nonnegative=True, limit=big)
+    interval = _finite_scalar(c, f"{field}.step_interval", step_interval, nonnegative=True, limit=big)
     if len(c.violations) > n_before:
         return None
     if peak == 0:
@@ -216,7 +232,7 @@ def build_query_x(c: Violations, query_x: Sequence[float], curve: Curve | None, 
         if len(q) > limits.max_query_points:
             c.add(field, f"has {len(q)} points; the limit is {limits.max_query_points}")
             return q[:0]
-        _increasing(c, field, q)
+        _increasing(c, field, q, limits.max_abs_x)
         return q
     if curve is None:
         return q
@@ -253,8 +269,9 @@ def build_policy(c: Violations, defaults: StopPolicy, *, min_prob_beat_incumbent
 
     rel = defaults.min_relative_improvement
     if min_relative_improvement is not None:
-        if not (np.isfinite(min_relative_improvement) and min_relative_improvement >= 0):
-            c.add(f"{field}.min_relative_improvement", f"must be >= 0, got {min_relative_improvement}")
+        if not (np.isfinite(min_relative_improvement) and 0 <= min_relative_improvement <= Limits.max_abs_value):
+            c.add(f"{field}.min_relative_improvement", f"must be >= 0 and <= {Limits.max_abs_value:g}, got "
+                  f"{min_relative_improvement}")
         else:
             rel = float(min_relative_improvement)
     points = defaults.min_points

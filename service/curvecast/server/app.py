@@ -76,6 +76,10 @@ def _providers(device: str) -> tuple[str, ...]:
 
 def load_learned(settings: Settings):
     """Load the learned engine; raises with a clear message when the file is missing or tampered with."""
+    from pathlib import Path
+
+    if not Path(settings.model).is_file():
+        raise FileNotFoundError(f"model file not found: {settings.model} (set --model / CURVECAST_MODEL)")
     from ..engines.learned.engine import LearnedEngine
 
     return LearnedEngine.load(settings.model, providers=_providers(settings.device), threads=settings.ort_threads)
@@ -156,16 +160,19 @@ async def start(settings: Settings, *, metrics_server: bool = True) -> RunningSe
     dataplane = DataPlane(registry, executor,
                           DataPlaneSettings(default_engine=default_engine,
                                             max_inflight_curves=settings.max_inflight_curves),
-                          max_batch=settings.max_batch, max_delay_s=settings.max_delay_ms / 1e3, observer=observe)
+                          max_batch=settings.max_batch, max_delay_s=settings.max_delay_ms / 1e3, observer=observe,
+                          max_concurrent_batches=settings.resolved_engine_threads)
     limits = Limits()
     max_bytes = settings.max_message_mb * 1024 * 1024
     interceptors = [MetricsInterceptor()]
     auth = _auth_interceptor(settings)
     if auth is not None:
-        interceptors.insert(0, auth)
+        interceptors.append(auth)  # after metrics, so refused calls are counted
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes),
+                 # Close connections now and then so clients balancing over a headless Service see new pods.
+                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", 30_000),
                  ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                  ("grpc.keepalive_permit_without_calls", 1)])
     pb_grpc.add_CurvecastServicer_to_server(CurvecastServicer(dataplane, limits, StopPolicy()), server)
@@ -212,7 +219,7 @@ async def _gauges(dataplane: DataPlane) -> None:
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    if not settings.tls_cert:
+    if not (settings.tls_cert or settings.tls_key or settings.tls_client_ca):
         return None
     from .security import server_credentials
 
@@ -220,7 +227,7 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 def _auth_interceptor(settings: Settings) -> grpc.aio.ServerInterceptor | None:
-    if not settings.auth_tokens_file:
+    if not (settings.auth_tokens_file or settings.auth_tokens):
         return None
     from .security import token_interceptor
 

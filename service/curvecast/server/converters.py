@@ -66,7 +66,8 @@ def forecast_query(req: pb.ForecastRequest, limits: Limits, policy_defaults: Sto
         x_kind=_enum(c, _XKINDS, pc.x_kind, "curve.x_kind", XKind.STEP), metric=pc.metric,
         lower_bound=_opt(pc, "lower_bound"), upper_bound=_opt(pc, "upper_bound"), lr=pc.lr, limits=limits)
     r = req.run
-    total = _finite(c, "run.total_steps", _opt(r, "total_steps"), positive=True)
+    big, vmax = limits.max_abs_x, limits.max_abs_value
+    total = _finite(c, "run.total_steps", _opt(r, "total_steps"), positive=True, limit=big)
     check_budget(c, curve, total)
     schedule = None
     if r.HasField("schedule") and r.schedule.shape != pb.SCHEDULE_SHAPE_UNSPECIFIED:
@@ -79,10 +80,10 @@ def forecast_query(req: pb.ForecastRequest, limits: Limits, policy_defaults: Sto
                                       values=s.values, total_steps=total, limits=limits)
     run = RunInfo(
         total_steps=total, schedule=schedule,
-        model_params=_finite(c, "run.model_params", _opt(r, "model_params"), positive=True),
-        tokens_per_step=_finite(c, "run.tokens_per_step", _opt(r, "tokens_per_step"), positive=True),
-        flops_per_step=_finite(c, "run.flops_per_step", _opt(r, "flops_per_step"), positive=True),
-        cost_per_step=_finite(c, "run.cost_per_step", _opt(r, "cost_per_step"), nonnegative=True),
+        model_params=_finite(c, "run.model_params", _opt(r, "model_params"), positive=True, limit=big),
+        tokens_per_step=_finite(c, "run.tokens_per_step", _opt(r, "tokens_per_step"), positive=True, limit=big),
+        flops_per_step=_finite(c, "run.flops_per_step", _opt(r, "flops_per_step"), positive=True, limit=big),
+        cost_per_step=_finite(c, "run.cost_per_step", _opt(r, "cost_per_step"), nonnegative=True, limit=big),
         labels=dict(r.labels))
     query_x = build_query_x(c, req.query_x, curve, total, limits)
     quantiles = build_quantiles(c, req.quantiles, limits)
@@ -90,8 +91,8 @@ def forecast_query(req: pb.ForecastRequest, limits: Limits, policy_defaults: Sto
     policy = build_policy(c, policy_defaults, min_prob_beat_incumbent=_opt(p, "min_prob_beat_incumbent"),
                           min_relative_improvement=_opt(p, "min_relative_improvement"),
                           min_points=_opt(p, "min_points"), min_fraction_observed=_opt(p, "min_fraction_observed"))
-    target = _finite(c, "target", _opt(req, "target"))
-    incumbent = _finite(c, "incumbent", _opt(req, "incumbent"))
+    target = _finite(c, "target", _opt(req, "target"), limit=vmax)
+    incumbent = _finite(c, "incumbent", _opt(req, "incumbent"), limit=vmax)
     if req.engine not in KNOWN_ENGINES:
         c.add("engine", f"unknown engine '{req.engine[:40]}'; use one of: ensemble, learned, analytic")
     if len(req.request_id) > MAX_REQUEST_ID:
@@ -103,11 +104,14 @@ def forecast_query(req: pb.ForecastRequest, limits: Limits, policy_defaults: Sto
 
 
 def _finite(c: Violations, field: str, v: float | None, *, positive: bool = False,
-            nonnegative: bool = False) -> float | None:
+            nonnegative: bool = False, limit: float | None = None) -> float | None:
     if v is None:
         return None
     if not math.isfinite(v):
         c.add(field, f"must be finite, got {v}")
+        return None
+    if limit is not None and abs(v) > limit:
+        c.add(field, f"magnitude must be at most {limit:g}, got {v}")
         return None
     if positive and v <= 0:
         c.add(field, f"must be > 0, got {v}")
@@ -133,10 +137,20 @@ def _safe(v: float) -> float:
     return v if math.isfinite(v) else (math.copysign(1.7976931348623157e308, v) if not math.isnan(v) else 0.0)
 
 
+def _safe_list(a: np.ndarray) -> list:
+    """``_safe`` for a whole array at once (the response builder is on every call's hot path)."""
+    return np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=_MAX, neginf=-_MAX).tolist()
+
+
+_MAX = 1.7976931348623157e308
+
+
 def point_forecasts(m: Marginals, levels: Sequence[float]) -> list[pb.PointForecast]:
-    q = m.quantile(list(levels))
-    return [pb.PointForecast(x=float(m.x[i]), mean=_safe(m.mean[i]), quantiles=_quantile_values(levels, q[i]))
-            for i in range(len(m.x))]
+    q = _safe_list(m.quantile(list(levels)))
+    lv = [float(v) for v in levels]
+    qv, pf = pb.QuantileValue, pb.PointForecast
+    return [pf(x=x, mean=mu, quantiles=[qv(level=a, value=b) for a, b in zip(lv, row)])
+            for x, mu, row in zip(_safe_list(m.x), _safe_list(m.mean), q)]
 
 
 def _ctt(ctt: ComputeToTarget) -> pb.ComputeToTarget:
@@ -228,6 +242,9 @@ def scaling_request(req: pb.FitScalingLawRequest) -> tuple[list["ScalingPoint"],
         if not (math.isfinite(n) and n > 0 and math.isfinite(d) and d > 0):
             c.add(f"predict_at[{i}]", "n_params and tokens must be finite and > 0")
     budgets = np.array(req.compute_budgets, dtype=np.float64)
+    if form == "kaplan" and len(budgets):
+        c.add("compute_budgets", "the kaplan form L(C) has no N/D split; use chinchilla or gadre for "
+              "compute-optimal allocations")
     for i, b in enumerate(budgets):
         if not (math.isfinite(b) and b > 0):
             c.add(f"compute_budgets[{i}]", f"must be finite and > 0, got {b}")

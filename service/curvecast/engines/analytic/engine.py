@@ -14,6 +14,7 @@ import multiprocessing as mp
 from typing import Sequence
 
 import numpy as np
+from scipy import special
 
 from ...domain.curve import ForecastQuery
 from ...domain.distribution import LEVELS, Marginals
@@ -23,6 +24,16 @@ from ...blas import single_threaded_blas
 from .families import BY_NAME, basis_steps_to_target, vapor_steps_to_target
 from .fit import FamilyFit, fit_all, make_problem
 from .prep import MIN_FIT_POINTS, prepare
+from .spread import (
+    ANNEAL_GAIN,
+    curve_scale,
+    floor_sd,
+    log_horizon,
+    planned_lr_drop,
+    recent_slope,
+    with_anneal_drop,
+    with_wide_component,
+)
 
 VERSION = "0.2.0"
 N_SAMPLES = 1000
@@ -133,9 +144,16 @@ def family_weights(fits: list[FamilyFit], noise: float, n_points: int, n_heldout
     return w / w.sum()
 
 
+# Share of the Laplace parameter spread kept when held-out suffixes exist: their measured error growth
+# already contains the parameter error as it played out, so the full Laplace spread would count it twice.
+LAPLACE_SHARE_WITH_HOLDOUT = 0.5
+
+
 def _param_samples(fit: FamilyFit, k: int, rng: np.random.Generator) -> np.ndarray:
     vals, vecs = np.linalg.eigh(0.5 * (fit.cov + fit.cov.T))
     root = vecs * np.sqrt(np.clip(vals, 0.0, None))
+    if fit.holdout_rmse is not None:
+        root = root * LAPLACE_SHARE_WITH_HOLDOUT
     draws = fit.params[None] + rng.standard_normal((k, len(fit.params))) @ root.T
     draws[0] = fit.params
     if fit.name not in ("vapor", "flat"):
@@ -160,6 +178,8 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     env_lo, env_hi = pb.c_lo, z_hi
     # without held-out suffixes there is no measured error growth: assume a generous one
     default_growth = 0.3 * max(prep.z_range, prep.raw_noise)
+    scale = curve_scale(prep.z, prep.raw_noise)
+    floor = floor_sd(recent_slope(prep.u, prep.z, prep.raw_noise), uq)
     counts = np.floor(weights * N_SAMPLES).astype(int)
     counts[int(np.argmax(weights))] += N_SAMPLES - counts.sum()
     parts, target_parts = [], []
@@ -172,12 +192,14 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         center = fit.predict(fit.params[None], uq, prep.sign)
         pred = np.where(np.isfinite(pred), pred, center)
         growth = fit.growth if fit.holdout_rmse is not None else default_growth
-        extra = np.sqrt(prep.raw_noise**2 + (growth * np.log(np.maximum(uq, 1.0))) ** 2)
-        pred = pred + rng.standard_normal(pred.shape) * extra[None]
-        parts.append(np.clip(pred, env_lo, env_hi))
+        extra = np.sqrt(prep.raw_noise**2 + (growth * log_horizon(uq)) ** 2 + floor**2)
+        # clip the law, not the noise: clipped samples piled on one value make a zero-width tail
+        pred = np.clip(pred, env_lo, env_hi) + rng.standard_normal(pred.shape) * extra[None]
+        parts.append(pred)
         if z_target is not None:
             target_parts.append(_target_u(fit, draws, z_target, prep.sign))
-    z_samples = np.concatenate(parts, axis=0)
+    z_samples = _anneal(q, np.concatenate(parts, axis=0), rng)
+    z_samples = with_wide_component(z_samples, prep.z_last, scale, uq)
     warnings = list(notes)
     details: dict[str, float] = {f"weight_{f.name}": float(w) for f, w in zip(fits, weights)}
     details.update(noise_sd=float(prep.raw_noise), fit_points=float(len(prep.z)), skipped_warmup=float(prep.skipped_warmup))
@@ -185,6 +207,16 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         _target_details(details, np.concatenate(target_parts) * prep.t_last + prep.t_shift, q)
     marg = _to_marginals(q, z_samples, warnings)
     return EngineForecast(marginals=marg, engine="analytic", warnings=tuple(warnings), details=details)
+
+
+def _anneal(q: ForecastQuery, z_samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Room for the extra loss drop of a planned LR decay the observed part has not seen yet."""
+    curve = q.curve
+    if q.run.schedule is None or curve.goal.sign < 0 or not np.all(curve.y > 0):
+        return z_samples
+    drop = planned_lr_drop(q.run.schedule, float(curve.x[-1]), np.asarray(q.x_query, dtype=np.float64))
+    level = min(float(np.median(curve.y[-3:])), float(np.ptp(curve.y)) / ANNEAL_GAIN)
+    return with_anneal_drop(z_samples, drop, level, rng)
 
 
 def _target_u(fit: FamilyFit, draws: np.ndarray, z_target: float, sign: float) -> np.ndarray:
@@ -240,29 +272,55 @@ def _finite(m: Marginals, default: float) -> Marginals:
 
 
 # ---- fallback: last value with a spread that widens with the horizon ----------------------------------
+FALLBACK_TREND = 0.5  # share of the latest log-x slope continued (improving direction)
+FALLBACK_TREND_WORSE = 0.25  # ... and when the curve got worse over the observed part
+FALLBACK_LEVEL = 0.03  # base spread at least this share of the level
+FALLBACK_SD_BASE = 0.25  # sd per unit log-horizon, in units of the base spread
+FALLBACK_SD_SHIFT = 0.5  # extra sd per unit of the trend shift (the trend itself is uncertain)
+N_FALLBACK_SAMPLES = 2000
+
+
 def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
+    """Last value, the latest trend in log x damped, a spread growing with log-horizon, heavy tails.
+
+    Used for very short curves and after numerical failures, so it must never be overconfident: its
+    base spread is the latest change, at least 3% of the level (20% with a single point); the slope
+    of the last segment in log x is continued at half strength (curves decelerate).
+    """
     curve = q.curve
     x = np.asarray(curve.x, dtype=np.float64)
-    y = np.asarray(curve.y, dtype=np.float64)
+    z = curve.goal.sign * np.asarray(curve.y, dtype=np.float64)
     xq = np.asarray(q.x_query, dtype=np.float64)
-    last = float(y[-1])
-    rng_y = float(np.ptp(y)) if len(y) > 1 else 0.0
-    base = max(rng_y, 0.05 * abs(last), 1e-3)
+    last = float(z[-1])
+    # the latest change is what the curve does now; the full range is dominated by the early drop
+    step = abs(last - float(z[-2])) if len(z) > 1 else 0.0
+    base = max(step, (FALLBACK_LEVEL if len(z) > 1 else 0.2) * abs(last), 1e-3)
     if curve.lower_bound is not None and curve.upper_bound is not None:
         base = min(base, 0.5 * (curve.upper_bound - curve.lower_bound))
     x_last = float(x[-1])
     x0 = float(x[0]) if len(x) else 0.0
-    span = max(x_last - min(x0, 0.0), 1e-12)
-    ratio = np.maximum((xq - min(x0, 0.0)) / span, 1e-12)
+    origin = min(x0, 0.0)
+    span = max(x_last - origin, 1e-12)
+    ratio = np.maximum((xq - origin) / span, 1e-12)
+    lh = log_horizon(ratio)
     inside = xq <= x_last
-    center = np.where(inside, np.interp(xq, x, y), last)
-    # the typical direction of travel is "better": shift the centre a little that way
-    improve = -curve.goal.sign * 0.05 * base * np.log(np.maximum(ratio, 1.0))
-    center = center + improve
-    sd = base * np.where(inside, 0.25, np.minimum(0.25 + 0.25 * np.log(np.maximum(ratio, 1.0)), 1.5))
-    marg = Marginals.from_gaussian(xq, center, sd).clip(curve.lower_bound, curve.upper_bound)
+    center = np.where(inside, np.interp(xq, x, z), last)
+    trend = 0.0
+    x_prev = float(x[-2]) if len(x) >= 2 else x0
+    if len(z) >= 2 and x_prev - origin > 0:  # latest slope per unit log x
+        trend = (last - float(z[-2])) / max(np.log((x_last - origin) / (x_prev - origin)), 1e-12)
+    trend *= FALLBACK_TREND if trend < 0 else FALLBACK_TREND_WORSE
+    # without a trend, the typical direction of travel is "better": shift the centre a little that way
+    shift = np.where(trend != 0.0, trend * lh, -0.05 * base * lh)
+    center = center + shift
+    sd = base * np.where(inside, 0.25, np.minimum(FALLBACK_SD_BASE * (0.5 + lh), 2.0)) + FALLBACK_SD_SHIFT * np.abs(shift)
+    std_normal = special.ndtri((np.arange(N_FALLBACK_SAMPLES) + 0.5) / N_FALLBACK_SAMPLES)[:, None]
+    z_samples = _anneal(q, center[None] + sd[None] * std_normal, np.random.default_rng(0))
+    z_samples = with_wide_component(z_samples, last, base, ratio)
+    y = curve.goal.sign * z_samples
+    marg = _from_samples(xq, y).clip(curve.lower_bound, curve.upper_bound)
     if curve.diverged:
         warnings = warnings + [f"run diverged at x={curve.diverged_at:g}"]
     return EngineForecast(
-        marginals=_finite(marg, last), engine="analytic", warnings=tuple(warnings), details={"fallback": 1.0}
+        marginals=_finite(marg, float(curve.y[-1])), engine="analytic", warnings=tuple(warnings), details={"fallback": 1.0}
     )

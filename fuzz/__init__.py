@@ -1,0 +1,1 @@
+"""Fuzzing of the request path (bytes -> decoding -> validation -> engines -> decisions -> response)."""

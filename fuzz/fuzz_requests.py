@@ -1,0 +1,78 @@
+"""Coverage-guided fuzzer (atheris / libFuzzer) over the server's request path.
+
+    mkdir -p /tmp/fuzz-work && PYTHONPATH=service:client:. python -m fuzz.fuzz_requests /tmp/fuzz-work \
+        fuzz/corpus/seeds -runs=100000 -timeout=30 -rss_limit_mb=4096
+
+(``make``-free; any libFuzzer flag works: -max_total_time=SECONDS, -jobs/-workers, -print_final_stats=1.)
+Each input is either raw ``ForecastRequest`` bytes (first byte even) or, to reach the engines more
+often, a structured request built from the input (first byte odd, see ``fuzz/generate.py``). Every
+input goes bytes -> decoding -> validation -> DataPlane (analytic engine, and the learned engine when
+its model is present) -> decisions -> response, with the properties of ``fuzz/harness.py`` checked.
+A crash, a property violation or a hang (libFuzzer -timeout) writes the input to ./crash-*; copy it
+into fuzz/corpus/regressions/ once fixed so tests/test_fuzz_corpus.py keeps it fixed.
+Engine/decision bugs on valid queries are recorded as findings (see fuzz/harness.py; saved to
+$FUZZ_FINDINGS) without stopping the run; FUZZ_STRICT=1 stops on them too.
+Counts are printed every 10,000 inputs (and written every 1,000 to $FUZZ_STATS as JSON when set);
+libFuzzer's own "Done N runs" line is the authoritative total.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import time
+
+import atheris
+
+with atheris.instrument_imports(include=["curvecast", "fuzz"]):
+    import curvecast.engines.analytic.engine  # noqa: F401  (instrument the engines too)
+    from fuzz.generate import FdpSource, build_request
+    from fuzz.harness import Pipeline
+
+    try:
+        import curvecast.engines.learned.engine  # noqa: F401
+    except ImportError:
+        pass
+
+PIPELINE: Pipeline | None = None
+STARTED = time.time()
+
+
+def _report(quiet: bool = False) -> None:
+    if PIPELINE is None:
+        return
+    stats = dict(PIPELINE.stats.as_dict(), seconds=round(time.time() - STARTED, 1), engines=PIPELINE.engines,
+                 finding_kinds=PIPELINE.findings)
+    line = json.dumps(stats)
+    if not quiet:
+        print(f"[curvecast-fuzz] {line}", file=sys.stderr, flush=True)
+    if os.environ.get("FUZZ_STATS"):
+        with open(os.environ["FUZZ_STATS"], "w") as fh:
+            fh.write(line + "\n")
+
+
+def test_one_input(data: bytes) -> None:
+    global PIPELINE
+    if PIPELINE is None:
+        PIPELINE = Pipeline()
+    if not data:
+        return
+    if data[0] % 2 == 0:
+        PIPELINE.check_bytes(data[1:])
+    else:
+        req = build_request(FdpSource(atheris.FuzzedDataProvider(data[1:])))
+        PIPELINE.check_request(req)
+    if PIPELINE.stats.inputs % 1000 == 0:
+        _report(quiet=PIPELINE.stats.inputs % 10000 != 0)
+
+
+def main() -> None:
+    atexit.register(_report)
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

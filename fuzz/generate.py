@@ -1,0 +1,180 @@
+"""Structured ForecastRequests from a stream of choices, shared by atheris and hypothesis.
+
+``build_request(src)`` asks ``src`` (an adapter over atheris' FuzzedDataProvider or a hypothesis
+``data.draw``) for every decision, so both fuzzers explore the same space: realistic curves, extreme
+values (1e308, denormals, +-inf, NaN), constant curves, single points, long curves, negative or huge
+budgets, targets already reached or impossible, unknown enum values, schedules and policies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from .harness import pb  # noqa: F401  (also puts service/ and client/ on sys.path)
+
+EXTREMES = (0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-15, 1e15, 1e6, -1e6, 1e300, -1e300, 1e308, -1e308,
+            1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -5e-324, 2.2250738585072014e-308,
+            1e-300, math.inf, -math.inf, math.nan)
+ENGINES = ("", "", "ensemble", "analytic", "learned", "bogus")
+
+
+class Source(Protocol):
+    def int(self, lo: int, hi: int) -> int: ...
+    def float(self) -> float: ...  # any double, including inf/nan
+    def unit(self) -> float: ...  # in [0, 1]
+
+
+def _pick(src: Source, seq):
+    return seq[src.int(0, len(seq) - 1)]
+
+
+def _value(src: Source) -> float:
+    k = src.int(0, 3)
+    if k == 0:
+        return _pick(src, EXTREMES)
+    if k == 1:
+        return src.float()
+    return (src.unit() - 0.25) * 10.0 ** src.int(-3, 4)
+
+
+def _maybe(src: Source, p_none: int = 2):
+    return src.int(0, p_none) == 0
+
+
+def _curve(src: Source, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):  # the generator may overflow on purpose; the server must cope
+        return _curve_raw(src, max_points)
+
+
+def _curve_raw(src: Source, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    mode = src.int(0, 8)
+    n = 1 if mode == 2 else (src.int(0, 8) if src.int(0, 3) == 0 else src.int(2, max_points))
+    x0 = _pick(src, (0.0, 1.0, 10.0, 1e-300, 5e-324, 1e12, -5.0))
+    step = _pick(src, (1.0, 0.1, 100.0, 5e-324, 1e-12, 1e290, 3.0))
+    if src.int(0, 1):
+        x = x0 + step * np.arange(1, n + 1, dtype=np.float64)
+    else:
+        x = np.cumsum(np.array([abs(_value(src)) if src.int(0, 5) == 0 else step * (0.5 + src.unit())
+                                for _ in range(n)], dtype=np.float64)) + x0
+    t = np.arange(1, n + 1, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if mode in (0, 2):  # a noisy power law (the typical loss)
+            a, b, c = 1.0 + src.unit() * 3, src.unit() * 5, 0.05 + src.unit()
+            y = a + b * t**-c + (src.unit() * 0.1) * np.sin(t * (1 + src.int(0, 9)))
+        elif mode == 1:  # constant
+            y = np.full(n, _value(src))
+        elif mode == 3:  # accuracy rising to a bound
+            y = 1.0 - 0.9 * np.exp(-t * (0.01 + src.unit()))
+        elif mode == 4:  # values all from the extreme palette
+            y = np.array([_pick(src, EXTREMES) for _ in range(n)], dtype=np.float64)
+        elif mode == 5:  # arbitrary doubles
+            y = np.array([src.float() for _ in range(n)], dtype=np.float64)
+        elif mode == 6:  # broken x (duplicates, NaN, decreasing)
+            y = 2.0 + 1.0 / t
+            if n:
+                x[src.int(0, n - 1)] = _pick(src, (x[0], math.nan, -math.inf, math.inf, -1.0))
+        elif mode == 7:  # the run diverged: non-finite tail
+            y = 2.0 + 1.0 / t
+            if n > 1:
+                y[src.int(1, n - 1):] = _pick(src, (math.nan, math.inf, -math.inf))
+        else:  # a tiny or huge scale
+            y = (2.0 + 1.0 / t) * _pick(src, (1e-300, 5e-324, 1e300, 1e-12, 1e12, -1.0))
+    return x, y
+
+
+def build_request(src: Source, max_points: int = 200) -> pb.ForecastRequest:
+    x, y = _curve(src, max_points)
+    if src.int(0, 9) == 0 and len(y) != len(x):  # mismatched lengths
+        y = y[: max(0, len(y) - 1)]
+    elif src.int(0, 12) == 0:
+        y = y[:-1]
+    curve = pb.Curve(x=x.tolist(), values=y.tolist(), goal=src.int(0, 3), x_kind=src.int(0, 5))
+    if _maybe(src, 3):
+        curve.lower_bound = _pick(src, (0.0, _value(src)))
+    if _maybe(src, 3):
+        curve.upper_bound = _pick(src, (1.0, _value(src)))
+    if _maybe(src, 6):
+        curve.lr.extend([abs(_value(src)) for _ in range(len(x) if src.int(0, 4) else src.int(0, 3))])
+    last = float(x[-1]) if len(x) and math.isfinite(float(x[-1])) else 1.0
+    run = pb.RunInfo()
+    if not _maybe(src, 4):
+        run.total_steps = _pick(src, (last, last * 2, last * 10, last * 1e6, last + 1e-9, _value(src), -last,
+                                      last * 0.5))
+    for name in ("model_params", "tokens_per_step", "flops_per_step", "cost_per_step"):
+        if _maybe(src, 4):
+            setattr(run, name, _pick(src, (1e9, 1e6, 1.0, _value(src))))
+    if _maybe(src, 4):
+        s = run.schedule
+        s.shape = src.int(0, 7)
+        s.peak_lr, s.final_lr = abs(_value(src)) if src.int(0, 1) else 1e-3, abs(_value(src)) if src.int(0, 1) else 0.0
+        s.warmup_steps = _pick(src, (0.0, last * 0.1, _value(src)))
+        s.decay_start = _pick(src, (0.0, last * 0.8, _value(src)))
+        s.step_gamma = _pick(src, (0.1, 0.0, _value(src)))
+        s.step_interval = _pick(src, (0.0, last * 0.3, _value(src)))
+        if s.shape == pb.SCHEDULE_SHAPE_EXPLICIT or src.int(0, 5) == 0:
+            k = src.int(0, 12)
+            with np.errstate(all="ignore"):
+                s.steps.extend((np.arange(k, dtype=np.float64) * max(last, 1.0) / max(k, 1)).tolist())
+            s.values.extend([abs(_value(src)) for _ in range(k if src.int(0, 5) else src.int(0, 3))])
+    req = pb.ForecastRequest(curve=curve, run=run, engine=_pick(src, ENGINES))
+    if _maybe(src, 3):
+        k = src.int(0, 20)
+        end = run.total_steps if run.HasField("total_steps") else last * 2
+        with np.errstate(all="ignore"):
+            q = np.linspace(last, end, k + 1)[1:] if src.int(0, 2) else np.array([_value(src) for _ in range(k)])
+        req.query_x.extend(q.tolist())
+    if _maybe(src, 3):
+        req.quantiles.extend([_pick(src, (0.05, 0.5, 0.95, 0.001, 0.999, src.unit(), _value(src)))
+                              for _ in range(src.int(0, 8))])
+    finite_y = y[np.isfinite(y)] if len(y) else y
+    ref = float(finite_y[-1]) if len(finite_y) else 1.0
+    for name in ("target", "incumbent"):
+        if _maybe(src, 2):
+            # already reached, barely reachable, impossible, or anything at all
+            setattr(req, name, _pick(src, (ref * 1.5, ref * 0.99, ref * 0.5, ref - 1e6, ref, -ref, _value(src))))
+    if _maybe(src, 4):
+        p = req.policy
+        p.min_prob_beat_incumbent = _pick(src, (0.05, 0.5, _value(src)))
+        p.min_relative_improvement = _pick(src, (0.001, _value(src)))
+        p.min_points = src.int(-3, 50)
+        p.min_fraction_observed = _pick(src, (0.0, 0.9, _value(src)))
+    if _maybe(src, 8):
+        req.request_id = "r" * src.int(0, 200)
+    return req
+
+
+class FdpSource:
+    """Adapter over atheris.FuzzedDataProvider."""
+
+    def __init__(self, fdp) -> None:
+        self.fdp = fdp
+
+    def int(self, lo: int, hi: int) -> int:
+        return self.fdp.ConsumeIntInRange(lo, hi)
+
+    def float(self) -> float:
+        return self.fdp.ConsumeFloat()
+
+    def unit(self) -> float:
+        return self.fdp.ConsumeProbability()
+
+
+class DrawSource:
+    """Adapter over hypothesis' ``data.draw``."""
+
+    def __init__(self, draw) -> None:
+        from hypothesis import strategies as st
+
+        self.draw, self.st = draw, st
+
+    def int(self, lo: int, hi: int) -> int:
+        return self.draw(self.st.integers(lo, hi))
+
+    def float(self) -> float:
+        return self.draw(self.st.floats(allow_nan=True, allow_infinity=True))
+
+    def unit(self) -> float:
+        return self.draw(self.st.floats(0.0, 1.0))

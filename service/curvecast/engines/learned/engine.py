@@ -1,0 +1,287 @@
+"""LearnedEngine: batched curve extrapolation with the exported PFN through onnxruntime.
+
+Per query: normalise the observed prefix (``normalization``), reduce long curves to a bounded
+context that keeps the tail, run the model for the queried positions, turn the bar distribution
+(half-normal tails) into the shared quantile grid and map it back to the caller's units, clipped to
+the metric's known bounds. Queries are grouped by context length so padding stays small; a failure
+while preparing one query, or while running one group, is returned for those queries only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import special
+
+from ...domain.curve import ForecastQuery, Goal, XKind
+from ...domain.distribution import LEVELS, Marginals
+from ...domain.errors import EngineUnavailable
+from ..base import EngineForecast, EngineInfo
+from . import normalization as nz
+from .runtime import OnnxRuntime
+
+MAX_CONTEXT = 96  # the model was trained on 1..99 context points
+TAIL_KEEP = 32  # newest points always kept verbatim when a long curve is reduced
+MAX_BATCH = 64
+CARD_NAME = "model-card.json"
+HALF_NORMAL_MEDIAN = 0.6744897501960817
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class ModelLoadError(EngineUnavailable):
+    """The model file or its card is missing, unreadable or does not match the recorded sha256."""
+
+
+# ---- bar distribution (numpy) ---------------------------------------------------------------------
+def _tail_scales(borders: np.ndarray) -> tuple[float, float]:
+    return float((borders[1] - borders[0]) / HALF_NORMAL_MEDIAN), float((borders[-1] - borders[-2]) / HALF_NORMAL_MEDIAN)
+
+
+def bar_log_density(log_probs: np.ndarray, borders: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """log p(z) for log_probs (..., K) and values z (...); outer buckets are half-normal tails."""
+    k = len(borders) - 1
+    idx = np.clip(np.searchsorted(borders, z, side="right") - 1, 0, k - 1)
+    lp = np.take_along_axis(log_probs, idx[..., None], axis=-1)[..., 0].astype(np.float64)
+    widths = np.diff(borders)
+    s_lo, s_hi = _tail_scales(borders)
+    c = 0.5 * math.log(2.0 / math.pi)
+    d_lo = np.maximum(borders[1] - z, 0.0) / s_lo
+    d_hi = np.maximum(z - borders[-2], 0.0) / s_hi
+    lo = log_probs[..., 0] + c - math.log(s_lo) - 0.5 * d_lo**2
+    hi = log_probs[..., -1] + c - math.log(s_hi) - 0.5 * d_hi**2
+    return np.where(idx == 0, lo, np.where(idx == k - 1, hi, lp - np.log(widths[idx])))
+
+
+def bar_quantiles(probs: np.ndarray, borders: np.ndarray, levels: np.ndarray = LEVELS) -> np.ndarray:
+    """Quantiles (m, L) of bar distributions probs (m, K): linear inside buckets, half-normal tails."""
+    m, k = probs.shape
+    if m == 0:
+        return np.empty((0, len(levels)))
+    cdf = np.concatenate([np.zeros((m, 1)), np.cumsum(probs, axis=1)], axis=1)
+    cdf[:, -1] = 1.0
+    # bucket of each level, by one searchsorted over all rows (row r shifted by 2r keeps it sorted)
+    shift = 2.0 * np.arange(m)[:, None]
+    flat = (cdf[:, 1:-1] + shift).ravel()
+    j = np.searchsorted(flat, (levels[None, :] + shift).ravel(), side="right").reshape(m, -1)
+    j = np.clip(j - (k - 1) * np.arange(m)[:, None], 0, k - 1)
+    c_j = np.take_along_axis(cdf, j, axis=1)
+    p_j = np.maximum(np.take_along_axis(probs, j, axis=1), 1e-30)
+    inner = borders[j] + np.clip((levels[None, :] - c_j) / p_j, 0.0, 1.0) * np.diff(borders)[j]
+    s_lo, s_hi = _tail_scales(borders)
+    p0 = np.maximum(probs[:, :1], 1e-30)
+    q_lo = np.clip(1.0 - levels[None, :] / (2.0 * p0), 0.5, 1.0 - 1e-12)
+    lower = borders[1] - s_lo * special.ndtri(q_lo)
+    pk = np.maximum(probs[:, -1:], 1e-30)
+    q_hi = np.clip(0.5 * (1.0 + (levels[None, :] - cdf[:, -2:-1]) / pk), 0.5, 1.0 - 1e-12)
+    upper = borders[-2] + s_hi * special.ndtri(q_hi)
+    return np.where(j == 0, lower, np.where(j == k - 1, upper, inner))
+
+
+def bar_mean(probs: np.ndarray, borders: np.ndarray) -> np.ndarray:
+    centers = 0.5 * (borders[1:] + borders[:-1])
+    s_lo, s_hi = _tail_scales(borders)
+    centers[0] = borders[1] - s_lo * _SQRT_2_OVER_PI
+    centers[-1] = borders[-2] + s_hi * _SQRT_2_OVER_PI
+    return probs @ centers
+
+
+# ---- query preparation ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    ctx_x: np.ndarray  # (n, F)
+    ctx_z: np.ndarray  # (n,)
+    qry_x: np.ndarray  # (m, F)
+    transform: nz.ValueTransform
+    warnings: tuple[str, ...]
+
+
+def reduce_context(n: int, max_points: int = MAX_CONTEXT, tail: int = TAIL_KEEP) -> np.ndarray:
+    """Indices of at most ``max_points`` points: the newest ``tail`` verbatim, the rest evenly spread."""
+    if n <= max_points:
+        return np.arange(n)
+    head = np.unique(np.round(np.linspace(0, n - tail - 1, max_points - tail)).astype(np.int64))
+    return np.concatenate([head, np.arange(n - tail, n)])
+
+
+def _schedule_grid(q: ForecastQuery, budget: float):
+    """Per-curve (lr, S1, S2) grid over [0, budget], from the run's schedule or the curve's LR."""
+    sched = q.run.schedule
+    steps_per_x = 1.0
+    if q.curve.x_kind is XKind.TOKENS and q.run.tokens_per_step:
+        steps_per_x = 1.0 / q.run.tokens_per_step
+    cells = (np.arange(nz.SCHEDULE_GRID) + 0.5) / nz.SCHEDULE_GRID * budget
+    if sched is not None and q.curve.x_kind in (XKind.STEP, XKind.TOKENS):  # a known constant LR counts too
+        lr = sched.lr_at(cells * steps_per_x)
+    elif q.curve.lr is not None and len(q.curve.lr) == len(q.curve.x) and np.ptp(q.curve.lr) > 0:
+        lr = np.interp(cells, q.curve.x, q.curve.lr)  # held at the last known LR ahead
+    else:
+        return None
+    if not np.all(np.isfinite(lr)) or np.max(lr) <= 0:
+        return None
+    lr = np.maximum(lr, 1e-4 * np.max(lr))
+    tau = nz.tau_for_steps(budget * steps_per_x)
+    lr_e, s1, s2 = nz.schedule_features(lr[None, :], tau)
+    return lr_e[0], s1[0], s2[0]
+
+
+def prepare(q: ForecastQuery, log_positions_for_samples: bool = False) -> Prepared:
+    """Model inputs for one query; ``log_positions_for_samples`` uses log1p(x)/log1p(budget) positions
+    for sample-wise curves (XKind.SAMPLES) instead of x/budget (off by default: the ruler decides)."""
+    c = q.curve
+    if len(c.x) == 0:
+        raise ValueError("the curve has no observed points")
+    warnings: list[str] = []
+    budget = q.run.total_steps
+    if budget is None and q.run.schedule is not None and q.run.schedule.total_steps > 0:
+        budget = q.run.schedule.total_steps
+    if budget is None:
+        budget = float(max(np.max(q.x_query) if len(q.x_query) else 0.0, c.last_x))
+    budget = max(float(budget), float(c.last_x), 1e-12)
+    keep = reduce_context(len(c.x))
+    if len(keep) < len(c.x):
+        warnings.append(f"context reduced from {len(c.x)} to {len(keep)} points (tail kept)")
+    x, y = np.asarray(c.x, np.float64)[keep], np.asarray(c.y, np.float64)[keep]
+    grid = _schedule_grid(q, budget)
+    log_pos = log_positions_for_samples and c.x_kind is XKind.SAMPLES
+    if log_pos:
+        grid = None
+    t_ctx = nz.positions(x, budget, log_pos)
+    t_qry = nz.positions(np.asarray(q.x_query, np.float64), budget, log_pos)
+    if len(t_qry) and float(np.max(t_qry)) > 1.05:
+        warnings.append("queries beyond the budget are outside the training prior")
+    transform = nz.value_transform(np.asarray(c.y, np.float64), c.goal is Goal.MINIMIZE, c.lower_bound, c.upper_bound)
+    z = np.clip(transform.forward(y), nz.Z_MIN, nz.Z_MAX)
+    if c.diverged:
+        warnings.append("the run diverged; the forecast assumes it continues from its last finite value")
+    return Prepared(nz.features_at(t_ctx, grid), z, nz.features_at(t_qry, grid), transform, tuple(warnings))
+
+
+# ---- the engine -----------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LearnedEngine:
+    name = "learned"
+
+    def __init__(self, runtime: OnnxRuntime, card: dict, max_batch: int = MAX_BATCH,
+                 log_positions_for_samples: bool = False):
+        self.runtime = runtime
+        self.card = card
+        self.max_batch = max_batch
+        self.log_positions_for_samples = log_positions_for_samples
+        self.borders = runtime.borders
+
+    @classmethod
+    def load(
+        cls, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None, warmup: bool = True
+    ) -> "LearnedEngine":
+        """Load an ONNX file after checking it against the sha256 in ``model-card.json`` beside it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CARD_NAME
+        if path.name == CARD_NAME:
+            card_path = path
+            card = cls._read_card(card_path)
+            path = path.parent / str(card.get("file", ""))
+        else:
+            card_path = path.parent / CARD_NAME
+            card = cls._read_card(card_path)
+        if card.get("file") != path.name:
+            raise ModelLoadError(f"model card {card_path} describes {card.get('file')!r}, not {path.name!r}")
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path} does not exist")
+        size = path.stat().st_size
+        if "size_bytes" in card and size != card["size_bytes"]:
+            raise ModelLoadError(f"model file {path} has {size} bytes, card says {card['size_bytes']} (truncated?)")
+        digest = _sha256(path)
+        if digest != card.get("sha256"):
+            raise ModelLoadError(f"model file {path} sha256 {digest} does not match the card's {card.get('sha256')}")
+        try:
+            runtime = OnnxRuntime(path, providers=providers, threads=threads)
+            if warmup:
+                runtime.warmup()
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for bad files
+            raise ModelLoadError(f"onnxruntime could not load {path}: {exc}") from exc
+        return cls(runtime, card)
+
+    @staticmethod
+    def _read_card(card_path: Path) -> dict:
+        try:
+            return json.loads(card_path.read_text())
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"model card {card_path} is missing") from exc
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"model card {card_path} is unreadable: {exc}") from exc
+
+    @property
+    def provider(self) -> str:
+        return self.runtime.provider
+
+    def info(self) -> EngineInfo:
+        version = f"{self.card.get('name', 'pfn')}@{str(self.card.get('sha256', ''))[:12]}"
+        return EngineInfo(self.name, version, self.provider, True, f"threads={self.runtime.threads}")
+
+    def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
+        results: list[EngineForecast | Exception | None] = [None] * len(queries)
+        prepared: dict[int, Prepared] = {}
+        for i, q in enumerate(queries):
+            try:
+                prepared[i] = prepare(q, self.log_positions_for_samples)
+            except Exception as exc:  # noqa: BLE001 - reported for this query only
+                results[i] = exc
+        order = sorted(prepared, key=lambda i: len(prepared[i].ctx_z))  # bucket by context length
+        for start in range(0, len(order), self.max_batch):
+            group = order[start : start + self.max_batch]
+            try:
+                outs = self._run_group([prepared[i] for i in group])
+            except Exception as exc:  # noqa: BLE001
+                for i in group:
+                    results[i] = exc
+                continue
+            for i, log_probs in zip(group, outs):
+                try:
+                    results[i] = self._finish(queries[i], prepared[i], log_probs)
+                except Exception as exc:  # noqa: BLE001
+                    results[i] = exc
+        return [r if r is not None else RuntimeError("no result") for r in results]
+
+    def _run_group(self, items: list[Prepared]) -> list[np.ndarray]:
+        b = len(items)
+        n = max(len(p.ctx_z) for p in items)
+        m = max(max(len(p.qry_x) for p in items), 1)
+        f = items[0].ctx_x.shape[1]
+        cx = np.zeros((b, n, f), np.float32)
+        cy = np.zeros((b, n), np.float32)
+        mask = np.zeros((b, n), np.float32)
+        qx = np.zeros((b, m, f), np.float32)
+        for r, p in enumerate(items):
+            k = len(p.ctx_z)
+            cx[r, :k], cy[r, :k], mask[r, :k] = p.ctx_x, p.ctx_z, 1.0
+            qx[r, : len(p.qry_x)] = p.qry_x
+        log_probs = self.runtime.run(cx, cy, mask, qx)
+        return [log_probs[r, : len(p.qry_x)] for r, p in enumerate(items)]
+
+    def _finish(self, q: ForecastQuery, p: Prepared, log_probs: np.ndarray) -> EngineForecast:
+        with np.errstate(all="ignore"):
+            probs = np.exp(log_probs.astype(np.float64))
+            probs /= probs.sum(axis=1, keepdims=True)
+            zq = bar_quantiles(probs, self.borders)
+            zm = bar_mean(probs, self.borders)
+        t = p.transform
+        marg = Marginals.from_quantile_values(np.asarray(q.x_query, np.float64), zq, zm)
+        marg = marg.affine(1.0 / t.b, -t.a / t.b).clip(q.curve.lower_bound, q.curve.upper_bound)
+        if not (np.all(np.isfinite(marg.values)) and np.all(np.isfinite(marg.mean))):
+            raise FloatingPointError("non-finite forecast")
+        details = {"context_points": float(len(p.ctx_z)), "norm_a": t.a, "norm_b": t.b}
+        return EngineForecast(marg, self.name, p.warnings, details)

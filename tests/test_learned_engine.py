@@ -1,0 +1,189 @@
+"""The learned engine: ONNX parity with torch, artifact integrity, sane and batch-invariant forecasts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curvecast.domain.curve import Curve, ForecastQuery, Goal, LrSchedule, RunInfo, ScheduleShape
+from curvecast.engines.base import EngineForecast
+from curvecast.engines.learned import LearnedEngine, ModelLoadError
+from curvecast.engines.learned.engine import bar_log_density, bar_mean, bar_quantiles
+
+MODELS = Path(__file__).resolve().parents[1] / "service" / "curvecast" / "models"
+CARD = MODELS / "model-card.json"
+
+
+def _model_path() -> Path:
+    if not CARD.exists():
+        pytest.skip("no exported model in service/curvecast/models")
+    return MODELS / json.loads(CARD.read_text())["file"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> LearnedEngine:
+    return LearnedEngine.load(_model_path(), providers=["CPUExecutionProvider"], threads=1)
+
+
+def loss_query(n: int = 30, budget: float = 100.0, schedule: LrSchedule | None = None, seed: int = 0) -> ForecastQuery:
+    x = np.linspace(1.0, budget * n / 100.0, n)
+    y = 2.0 + 3.0 * (x / budget * 100.0) ** -0.5 + np.random.default_rng(seed).normal(0, 0.01, n)
+    return ForecastQuery(Curve(x, y, Goal.MINIMIZE, lower_bound=0.0),
+                         RunInfo(total_steps=budget, schedule=schedule), np.array([0.4, 0.7, 1.0]) * budget)
+
+
+def acc_query(n: int = 20) -> ForecastQuery:
+    x = np.arange(1.0, n + 1)
+    y = 0.9 - 0.6 * np.exp(-x / 10.0)
+    return ForecastQuery(Curve(x, y, Goal.MAXIMIZE, lower_bound=0.0, upper_bound=1.0), RunInfo(total_steps=100.0),
+                         np.array([30.0, 60.0, 100.0]))
+
+
+# ---- torch vs onnxruntime ------------------------------------------------------------------------
+def test_onnx_matches_torch_on_random_padded_inputs(tmp_path):
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from training.export import export_onnx
+    from training.model import CurvePFN, ModelConfig
+
+    torch.manual_seed(0)
+    model = CurvePFN(ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=64, n_buckets=50, d_dec=64),
+                     torch.linspace(-1.0, 2.0, 51)).eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for b, n, m in [(1, 1, 1), (3, 17, 9), (5, 40, 120)]:  # shapes unlike the export example
+        cx = rng.uniform(0, 1, (b, n, 5)).astype(np.float32)
+        cy = rng.normal(0.5, 0.5, (b, n)).astype(np.float32)
+        mask = (rng.uniform(size=(b, n)) < 0.7).astype(np.float32)
+        mask[:, 0] = 1.0
+        qx = rng.uniform(0, 1.2, (b, m, 5)).astype(np.float32)
+        got, borders = sess.run(None, {"ctx_x": cx, "ctx_y": cy, "ctx_mask": mask, "qry_x": qx})
+        with torch.no_grad():
+            ref = model(*(torch.from_numpy(a) for a in (cx, cy, mask, qx)))[0].numpy()
+        np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+        np.testing.assert_allclose(borders, np.linspace(-1.0, 2.0, 51), atol=1e-6)
+
+
+def test_numpy_bar_distribution_matches_torch():
+    torch = pytest.importorskip("torch")
+    from training.model import bar_log_density as torch_ld
+
+    rng = np.random.default_rng(1)
+    borders = np.sort(rng.uniform(-1, 2, 21))
+    lp = np.log(rng.dirichlet(np.ones(20), size=7))
+    z = rng.uniform(-2, 3, 7)
+    ref = torch_ld(torch.tensor(lp), torch.tensor(borders), torch.tensor(z)).numpy()
+    np.testing.assert_allclose(bar_log_density(lp, borders, z), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_bar_quantiles_are_consistent_with_the_bucket_masses():
+    borders = np.linspace(0.0, 1.0, 11)
+    probs = np.full((1, 10), 0.1)
+    q = bar_quantiles(probs, borders, np.array([0.15, 0.5, 0.85]))
+    np.testing.assert_allclose(q[0], [0.15, 0.5, 0.85], atol=1e-12)
+    # tails: half-normal with its median at the outer border
+    q = bar_quantiles(probs, borders, np.array([0.05, 0.95]))
+    np.testing.assert_allclose(q[0], [0.0, 1.0], atol=1e-9)
+    np.testing.assert_allclose(bar_mean(probs, borders), [0.5], atol=1e-12)
+
+
+# ---- artifact integrity --------------------------------------------------------------------------
+def _copy_model(tmp_path: Path) -> Path:
+    src = _model_path()
+    shutil.copy(src, tmp_path / src.name)
+    shutil.copy(CARD, tmp_path / CARD.name)
+    return tmp_path / src.name
+
+
+def test_tampered_model_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        LearnedEngine.load(path, warmup=False)
+
+
+def test_truncated_or_missing_model_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        LearnedEngine.load(path, warmup=False)
+    path.unlink()
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        LearnedEngine.load(path, warmup=False)
+
+
+def test_missing_card_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    (tmp_path / CARD.name).unlink()
+    with pytest.raises(ModelLoadError, match="missing"):
+        LearnedEngine.load(path, warmup=False)
+
+
+def test_directory_load_and_info(engine):
+    assert engine.info().provider == "CPUExecutionProvider"
+    assert engine.info().version.endswith(json.loads(CARD.read_text())["sha256"][:12])
+    assert LearnedEngine.load(MODELS, threads=1, warmup=False).card["sha256"] == engine.card["sha256"]
+
+
+# ---- forecasts -----------------------------------------------------------------------------------
+def test_loss_curve_marginals_are_sane(engine):
+    q = loss_query()
+    (res,) = engine.forecast([q])
+    assert isinstance(res, EngineForecast)
+    m = res.marginals
+    assert np.isfinite(m.values).all() and np.isfinite(m.mean).all()
+    assert np.all(m.values >= 0.0)  # the loss's lower bound
+    med = m.quantile(0.5)
+    last = q.curve.y[-5:].mean()
+    assert np.all(med < last + 0.1) and np.all(med > 0.5 * last)  # keeps near or below the last loss
+    lo, hi = m.quantile(0.05), m.quantile(0.95)
+    assert np.all(lo < med) and np.all(med < hi)
+    assert m.cdf(last + 1.0)[-1] > 0.9  # a much higher final loss is unlikely
+
+
+def test_accuracy_curve_marginals_are_sane(engine):
+    q = acc_query()
+    (res,) = engine.forecast([q])
+    m = res.marginals
+    assert np.all((m.values >= 0.0) & (m.values <= 1.0))
+    med = m.quantile(0.5)
+    assert med[-1] > q.curve.y[-1] - 0.05  # an accuracy curve still rising keeps rising
+    assert med[-1] <= 1.0
+
+
+def test_batch_with_mixed_lengths_equals_one_by_one(engine):
+    queries = [loss_query(5), acc_query(40), loss_query(30, budget=1000.0), loss_query(150), acc_query(3)]
+    queries.append(ForecastQuery(queries[0].curve, queries[0].run, np.linspace(10, 100, 25)))
+    batch = engine.forecast(queries)
+    for q, b in zip(queries, batch):
+        (single,) = engine.forecast([q])
+        np.testing.assert_allclose(b.marginals.values, single.marginals.values, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.marginals.mean, single.marginals.mean, rtol=1e-5, atol=1e-6)
+    assert any("reduced" in w for w in batch[3].warnings)
+
+
+def test_a_bad_query_fails_alone(engine):
+    bad = ForecastQuery(Curve(np.array([]), np.array([])), RunInfo(), np.array([1.0]))
+    res = engine.forecast([loss_query(), bad, acc_query()])
+    assert isinstance(res[0], EngineForecast) and isinstance(res[2], EngineForecast)
+    assert isinstance(res[1], Exception)
+
+
+def test_cooldown_ahead_is_anticipated(engine):
+    """A WSD run with its cooldown still ahead should be forecast to end lower than a constant-LR run."""
+    budget = 10000.0
+    wsd = LrSchedule(ScheduleShape.WSD, peak_lr=1e-3, final_lr=0.0, warmup_steps=200, total_steps=budget,
+                     decay_start=8000)
+    const = LrSchedule(ScheduleShape.CONSTANT, peak_lr=1e-3, warmup_steps=200, total_steps=budget)
+    end_wsd = engine.forecast([loss_query(50, budget, wsd)])[0].marginals.quantile(0.5)[-1]
+    end_const = engine.forecast([loss_query(50, budget, const)])[0].marginals.quantile(0.5)[-1]
+    assert end_wsd < end_const
