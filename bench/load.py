@@ -391,6 +391,19 @@ async def wait_idle(proc: Proc, limit_s: float = 60.0) -> None:
             return
 
 
+async def health_probe(proc: Proc, stop: asyncio.Event, out: list[float]) -> None:
+    """grpc.health Check every 100 ms on its own channel: is the server's event loop responsive under load?"""
+    async with AsyncClient(proc.address, retries=0, timeout=10) as c:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                await c.health()
+                out.append(time.perf_counter() - t0)
+            except CurvecastError:
+                out.append(10.0)
+            await asyncio.sleep(0.1)
+
+
 # ---- one measured level -----------------------------------------------------------------------------------
 def _pct(lat: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(lat) * 1e3, q)) if lat else None
@@ -403,12 +416,18 @@ async def measure(proc: Proc, call: Call, label: dict[str, Any], *, concurrency:
     me = psutil.Process()
     m0 = await asyncio.to_thread(scrape, proc.metrics_port)
     s_cpu0, c_cpu0, t0 = proc.cpu_s(), sum(me.cpu_times()[:2]), time.perf_counter()
+    stop = asyncio.Event()
+    health: list[float] = []
+    probe = asyncio.ensure_future(health_probe(proc, stop, health)) if proc.metrics_port else None
     if rate is not None:
         samples = await open_loop(call, rate, duration)
     else:
         assert concurrency is not None
         samples = await closed_loop(call, concurrency, duration, warmup)
     wall = time.perf_counter() - t0
+    stop.set()
+    if probe is not None:
+        await probe
     s_cpu, c_cpu = proc.cpu_s() - s_cpu0, sum(me.cpu_times()[:2]) - c_cpu0
     m1 = await asyncio.to_thread(scrape, proc.metrics_port)
     lat = samples.latencies
@@ -417,7 +436,8 @@ async def measure(proc: Proc, call: Call, label: dict[str, Any], *, concurrency:
                curves_per_s=samples.curves_ok / samples.wall_s, p50_ms=_pct(lat, 50), p90_ms=_pct(lat, 90),
                p99_ms=_pct(lat, 99), max_ms=_pct(lat, 100), errors=dict(samples.errors),
                engines=dict(samples.engines), batches=batch_stats(m0, m1),
-               server_cpu_cores=s_cpu / wall, client_cpu_cores=c_cpu / wall, server_rss_mb=proc.rss_mb())
+               server_cpu_cores=s_cpu / wall, client_cpu_cores=c_cpu / wall, server_rss_mb=proc.rss_mb(),
+               health_p99_ms=_pct(health, 99), health_max_ms=_pct(health, 100), health_probes=len(health))
     print(_line(row), flush=True)
     return row
 
@@ -451,24 +471,27 @@ def markdown(result: dict[str, Any]) -> str:
              f"{meta['batch_size']}, client timeout {meta['timeout_s']} s, SDK retries {meta['retries']}",
              "", "Closed loop (each of `conc` workers waits for its answer before the next call). Latency is per call;",
              "a batch call carries `batch` curves. Mean engine batch = curves per engine call, from "
-             "`curvecast_batch_size`. CPU in cores (2 = whole machine).", "",
+             "`curvecast_batch_size`. CPU in cores (2 = whole machine). Health max = slowest grpc.health "
+             "Check (one every 100 ms on its own channel) during the level: the server's event loop stays "
+             "responsive.", "",
              "| target | mode | conc | curves/s | calls/s | p50 ms | p90 ms | p99 ms | mean engine batch "
-             "| server CPU | client CPU | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "| server CPU | client CPU | health max ms | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in result["closed_loop"]:
         errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "0"
         lines.append(f"| {r['target']} | {r['mode']} | {r['concurrency']} | {_fmt(r['curves_per_s'])} | "
                      f"{_fmt(r['calls_per_s'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | "
-                     f"{_mean_batch(r)} | {r['server_cpu_cores']:.2f} | {r['client_cpu_cores']:.2f} | {errs} |")
+                     f"{_mean_batch(r)} | {r['server_cpu_cores']:.2f} | {r['client_cpu_cores']:.2f} | "
+                     f"{_fmt(r['health_max_ms'])} | {errs} |")
     if result["open_loop"]:
         lines += ["", "Open loop (single-curve calls at a fixed rate; latency from the scheduled send time).", "",
                   "| target | rate/s | achieved curves/s | p50 ms | p90 ms | p99 ms | max ms | mean engine batch "
-                  "| server CPU | errors |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+                  "| server CPU | health max ms | errors |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
         for r in result["open_loop"]:
             errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "0"
             lines.append(f"| {r['target']} | {r['rate']:g} | {_fmt(r['curves_per_s'])} | {_fmt(r['p50_ms'])} | "
                          f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['max_ms'])} | {_mean_batch(r)} | "
-                         f"{r['server_cpu_cores']:.2f} | {errs} |")
+                         f"{r['server_cpu_cores']:.2f} | {_fmt(r['health_max_ms'])} | {errs} |")
     if result.get("idle_cpu_cores"):
         lines += ["", "Idle server CPU (no calls, after start-up): " + ", ".join(
             f"{k} {v:.3f} cores" for k, v in result["idle_cpu_cores"].items())]

@@ -134,7 +134,7 @@ class Pipeline:
         self.timeout_s = timeout_s
         self.loop = asyncio.new_event_loop()
         self.dp = DataPlane(self.registry, InlineExecutor(), DataPlaneSettings(), max_delay_s=0.0,
-                            max_concurrent_batches=1)
+                            max_concurrent_batches=1, post_executor=InlineExecutor())
         self.stats = Stats()
 
     @property

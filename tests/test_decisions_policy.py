@@ -33,7 +33,8 @@ def test_unpromising_when_far_from_incumbent():
     final, grid = _forecast(q, 1.5)
     r = decide(q, final, grid)
     assert r.action is Action.STOP_UNPROMISING
-    assert r.p_beat_incumbent < 0.05 and r.threshold == pytest.approx(0.05)
+    assert r.p_beat_incumbent < StopPolicy().min_prob_beat_incumbent
+    assert r.threshold == pytest.approx(StopPolicy().min_prob_beat_incumbent)
     assert r.steps_saved == pytest.approx(60.0)
     assert "P(beats incumbent" in r.reason
 
@@ -55,7 +56,7 @@ def test_already_beating_incumbent_is_probability_one():
 
 
 def test_converged_when_flat():
-    q = _query([2.0, 1.0, 0.9, 0.9, 0.9])
+    q = _query([2.0, 1.0, 0.9, 0.9, 0.9], policy=StopPolicy(min_relative_improvement=0.001))
     final, grid = _forecast(q, 0.9 - 1e-5, std=0.001)
     r = decide(q, final, grid)
     assert r.action is Action.STOP_CONVERGED

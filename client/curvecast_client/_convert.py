@@ -191,4 +191,5 @@ def model_info(resp: pb.ModelInfo) -> ModelInfo:
         max_batch_requests=resp.max_batch_requests,
         default_policy={"min_prob_beat_incumbent": p.min_prob_beat_incumbent,
                         "min_relative_improvement": p.min_relative_improvement, "min_points": p.min_points,
-                        "min_fraction_observed": p.min_fraction_observed})
+                        "min_fraction_observed": p.min_fraction_observed, "compute_weight": p.compute_weight,
+                        "keep_best_checkpoint": p.keep_best_checkpoint})

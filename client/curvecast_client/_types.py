@@ -162,7 +162,7 @@ class ModelInfo:
     max_curve_points: int
     max_query_points: int
     max_batch_requests: int
-    default_policy: dict[str, float] = field(default_factory=dict)
+    default_policy: dict[str, float | bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from .batching import BatchObserver, MicroBatcher
 from .decisions.compute_to_target import ComputeToTarget, compute_to_target, decision_grid
+from .decisions.calibration import recalibration_for
 from .decisions.policy import Recommendation, decide
 from .domain.curve import ForecastQuery
 from .domain.distribution import Marginals
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .scaling import ScalingFit, ScalingPoint
 
 ENSEMBLE = "ensemble"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,15 @@ class DataPlaneSettings:
 class DataPlane:
     def __init__(self, registry: EngineRegistry, executor: Executor, settings: DataPlaneSettings = DataPlaneSettings(),
                  *, max_batch: int = 64, max_delay_s: float = 0.002, observer: BatchObserver | None = None,
-                 scaling_executor: Executor | None = None, max_concurrent_batches: int = 2) -> None:
+                 scaling_executor: Executor | None = None, max_concurrent_batches: int = 2,
+                 post_executor: Executor | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self._executor = executor
         self._scaling_executor = scaling_executor or executor
+        # one thread for the per-curve work after the engines: keeps it off the loop without more GIL churn
+        self._own_post = post_executor is None
+        self._post = post_executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
         self._batchers: dict[str, MicroBatcher] = {}
         self._batch_args = dict(max_batch=max_batch, max_delay_s=max_delay_s, observer=self._observe,
                                 max_concurrent_batches=max_concurrent_batches)
@@ -154,18 +160,26 @@ class DataPlane:
             gathered = await asyncio.gather(*(job for _, job in jobs.values()))
             for (name, (idx, _)), results in zip(jobs.items(), gathered):
                 per_engine[name] = dict(zip(idx, results))
-            out: list[ForecastResult | BaseException] = []
-            for k, q in enumerate(queries):
-                if k in early:
-                    out.append(early[k])
-                    continue
-                try:
-                    out.append(self._finish(k, q, plans[k], names[k], per_engine))
-                except Exception as exc:  # noqa: BLE001 - e.g. the decision code failed for this curve
-                    out.append(exc)
-            return out
+            return await self.offload(self._finish_all, queries, early, plans, names, per_engine)
         finally:
             self._inflight -= len(queries)
+
+    async def offload(self, fn: Callable[..., T], *args: object) -> T:
+        """Run CPU work (ensembling, decisions, response building) off the event loop, so health checks
+        and admission answer at once even while a large batch is being finished."""
+        return await asyncio.get_running_loop().run_in_executor(self._post, fn, *args)
+
+    def _finish_all(self, queries, early, plans, names, per_engine) -> list[ForecastResult | BaseException]:
+        out: list[ForecastResult | BaseException] = []
+        for k, q in enumerate(queries):
+            if k in early:
+                out.append(early[k])
+                continue
+            try:
+                out.append(self._finish(k, q, plans[k], names[k], per_engine))
+            except Exception as exc:  # noqa: BLE001 - e.g. the decision code failed for this curve
+                out.append(exc)
+        return out
 
     def _engine_names_one(self, q: ForecastQuery) -> list[tuple[str, float]]:
         choice = q.engine or self.settings.default_engine
@@ -216,7 +230,10 @@ class DataPlane:
             grid = marginals.at(grid_idx)
             final = marginals.at(np.array([final_idx]))
             ctt = compute_to_target(query, grid)
-            rec = decide(query, final, grid, ctt)
+            answered_by = parts[0][0].engine if len(parts) == 1 else ENSEMBLE
+            rec = decide(query, final, grid, ctt, recal_beat=recalibration_for(answered_by, "beat_incumbent"),
+                         recal_target=recalibration_for(answered_by, "target_within_budget"),
+                         checkpoint_best=query.policy.keep_best_checkpoint)
         return ForecastResult(query=query, predictions=marginals.at(req_idx), final=final, compute_to_target=ctt,
                               recommendation=rec, engines=uses, warnings=tuple(dict.fromkeys(warnings)))
 
@@ -240,6 +257,8 @@ class DataPlane:
     async def close(self) -> None:
         for b in self._batchers.values():
             await b.close()
+        if self._own_post:
+            self._post.shutdown(wait=False, cancel_futures=True)
 
 
 def _checked(result: object, name: str, n_x: int) -> EngineForecast | BaseException:

@@ -140,16 +140,20 @@ class RunInfo(_message.Message):
     def __init__(self, total_steps: _Optional[float] = ..., schedule: _Optional[_Union[LrSchedule, _Mapping]] = ..., model_params: _Optional[float] = ..., tokens_per_step: _Optional[float] = ..., flops_per_step: _Optional[float] = ..., cost_per_step: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StopPolicy(_message.Message):
-    __slots__ = ("min_prob_beat_incumbent", "min_relative_improvement", "min_points", "min_fraction_observed")
+    __slots__ = ("min_prob_beat_incumbent", "min_relative_improvement", "min_points", "min_fraction_observed", "compute_weight", "keep_best_checkpoint")
     MIN_PROB_BEAT_INCUMBENT_FIELD_NUMBER: _ClassVar[int]
     MIN_RELATIVE_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
     MIN_POINTS_FIELD_NUMBER: _ClassVar[int]
     MIN_FRACTION_OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_BEST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     min_prob_beat_incumbent: float
     min_relative_improvement: float
     min_points: int
     min_fraction_observed: float
-    def __init__(self, min_prob_beat_incumbent: _Optional[float] = ..., min_relative_improvement: _Optional[float] = ..., min_points: _Optional[int] = ..., min_fraction_observed: _Optional[float] = ...) -> None: ...
+    compute_weight: float
+    keep_best_checkpoint: bool
+    def __init__(self, min_prob_beat_incumbent: _Optional[float] = ..., min_relative_improvement: _Optional[float] = ..., min_points: _Optional[int] = ..., min_fraction_observed: _Optional[float] = ..., compute_weight: _Optional[float] = ..., keep_best_checkpoint: _Optional[bool] = ...) -> None: ...
 
 class ForecastRequest(_message.Message):
     __slots__ = ("curve", "run", "query_x", "quantiles", "target", "incumbent", "policy", "engine", "request_id")

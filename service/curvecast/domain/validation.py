@@ -258,7 +258,8 @@ def build_quantiles(c: Violations, quantiles: Sequence[float], limits: Limits,
 
 def build_policy(c: Violations, defaults: StopPolicy, *, min_prob_beat_incumbent: float | None = None,
                  min_relative_improvement: float | None = None, min_points: int | None = None,
-                 min_fraction_observed: float | None = None, field: str = "policy") -> StopPolicy:
+                 min_fraction_observed: float | None = None, compute_weight: float | None = None,
+                 keep_best_checkpoint: bool | None = None, field: str = "policy") -> StopPolicy:
     def prob(name: str, v: float | None, default: float) -> float:
         if v is None:
             return default
@@ -280,7 +281,15 @@ def build_policy(c: Violations, defaults: StopPolicy, *, min_prob_beat_incumbent
             c.add(f"{field}.min_points", f"must be >= 1, got {min_points}")
         else:
             points = int(min_points)
+    weight = defaults.compute_weight
+    if compute_weight is not None:
+        if not (np.isfinite(compute_weight) and 0 <= compute_weight <= 1e3):
+            c.add(f"{field}.compute_weight", f"must be in [0, 1000], got {compute_weight}")
+        else:
+            weight = float(compute_weight)
     return StopPolicy(
+        compute_weight=weight,
+        keep_best_checkpoint=defaults.keep_best_checkpoint if keep_best_checkpoint is None else bool(keep_best_checkpoint),
         min_prob_beat_incumbent=prob("min_prob_beat_incumbent", min_prob_beat_incumbent,
                                      defaults.min_prob_beat_incumbent),
         min_relative_improvement=rel,

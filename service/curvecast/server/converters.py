@@ -90,7 +90,9 @@ def forecast_query(req: pb.ForecastRequest, limits: Limits, policy_defaults: Sto
     p = req.policy
     policy = build_policy(c, policy_defaults, min_prob_beat_incumbent=_opt(p, "min_prob_beat_incumbent"),
                           min_relative_improvement=_opt(p, "min_relative_improvement"),
-                          min_points=_opt(p, "min_points"), min_fraction_observed=_opt(p, "min_fraction_observed"))
+                          min_points=_opt(p, "min_points"), min_fraction_observed=_opt(p, "min_fraction_observed"),
+                          compute_weight=_opt(p, "compute_weight"),
+                          keep_best_checkpoint=_opt(p, "keep_best_checkpoint"))
     target = _finite(c, "target", _opt(req, "target"), limit=vmax)
     incumbent = _finite(c, "incumbent", _opt(req, "incumbent"), limit=vmax)
     if req.engine not in KNOWN_ENGINES:
@@ -279,4 +281,5 @@ def engine_status(info: EngineInfo) -> pb.EngineStatus:
 def policy_message(p: StopPolicy) -> pb.StopPolicy:
     return pb.StopPolicy(min_prob_beat_incumbent=p.min_prob_beat_incumbent,
                          min_relative_improvement=p.min_relative_improvement, min_points=p.min_points,
-                         min_fraction_observed=p.min_fraction_observed)
+                         min_fraction_observed=p.min_fraction_observed, compute_weight=p.compute_weight,
+                         keep_best_checkpoint=p.keep_best_checkpoint)

@@ -91,7 +91,7 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
             query = converters.forecast_query(request, self._limits, self._policy)
             result = await self._dp.forecast(query, _deadline(context))
             metrics.RECOMMENDATIONS.labels(result.recommendation.action.value).inc()
-            return converters.forecast_response(result, request.request_id)
+            return await self._dp.offload(converters.forecast_response, result, request.request_id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a clean status
             await _abort(context, exc, "Forecast")
             raise  # unreachable: abort raises
@@ -103,30 +103,41 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
             if n > self._limits.max_batch_requests:
                 raise InvalidRequest.single("requests", f"has {n} items; the limit is {self._limits.max_batch_requests}")
             items: list[pb.ForecastBatchItem | None] = [None] * n
-            queries, where = [], []
-            for i, req in enumerate(request.requests):
-                try:
-                    queries.append(converters.forecast_query(req, self._limits, self._policy))
-                    where.append(i)
-                except InvalidRequest as exc:
-                    prefixed = converters.prefix_violations(exc, f"requests[{i}].")
-                    items[i] = pb.ForecastBatchItem(error=converters.batch_error(code_pb2.INVALID_ARGUMENT, prefixed))
+            queries, where = await self._dp.offload(self._validate_batch, request, items)
             results = await self._dp.forecast_many(queries, _deadline(context)) if queries else []
-            for i, res in zip(where, results):
-                if isinstance(res, BaseException):
-                    code, _ = classify(res)
-                    if code is grpc.StatusCode.INTERNAL:
-                        log.error("batch item %d failed", i, exc_info=res)
-                    items[i] = pb.ForecastBatchItem(error=converters.batch_error(_CODE_OF.get(code, code_pb2.INTERNAL),
-                                                                                 res if code is not grpc.StatusCode.INTERNAL
-                                                                                 else RuntimeError(classify(res)[1])))
-                else:
-                    metrics.RECOMMENDATIONS.labels(res.recommendation.action.value).inc()
-                    items[i] = pb.ForecastBatchItem(response=converters.forecast_response(res, request.requests[i].request_id))
-            return pb.ForecastBatchResponse(results=items)
+            return await self._dp.offload(self._batch_response, request, items, where, results)
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc, "ForecastBatch")
             raise
+
+    def _validate_batch(self, request: pb.ForecastBatchRequest, items: list) -> tuple[list, list[int]]:
+        """Runs in the data plane's worker thread: a 1,000-item batch must not stall the event loop."""
+        queries, where = [], []
+        for i, req in enumerate(request.requests):
+            try:
+                queries.append(converters.forecast_query(req, self._limits, self._policy))
+                where.append(i)
+            except InvalidRequest as exc:
+                prefixed = converters.prefix_violations(exc, f"requests[{i}].")
+                items[i] = pb.ForecastBatchItem(error=converters.batch_error(code_pb2.INVALID_ARGUMENT, prefixed))
+        return queries, where
+
+    @staticmethod
+    def _batch_response(request: pb.ForecastBatchRequest, items: list, where: list[int],
+                        results: list) -> pb.ForecastBatchResponse:
+        for i, res in zip(where, results):
+            if isinstance(res, BaseException):
+                code, message = classify(res)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.error("batch item %d failed", i, exc_info=res)
+                err = res if code is not grpc.StatusCode.INTERNAL else RuntimeError(message)
+                if isinstance(res, InvalidRequest):  # an engine refused it: name the field as validation would
+                    err = converters.prefix_violations(res, f"requests[{i}].")
+                items[i] = pb.ForecastBatchItem(error=converters.batch_error(_CODE_OF.get(code, code_pb2.INTERNAL), err))
+            else:
+                metrics.RECOMMENDATIONS.labels(res.recommendation.action.value).inc()
+                items[i] = pb.ForecastBatchItem(response=converters.forecast_response(res, request.requests[i].request_id))
+        return pb.ForecastBatchResponse(results=items)
 
     async def FitScalingLaw(self, request: pb.FitScalingLawRequest,
                             context: grpc.aio.ServicerContext) -> pb.FitScalingLawResponse:

@@ -14,7 +14,7 @@ import multiprocessing as mp
 from typing import Sequence
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from ...domain.curve import ForecastQuery
 from ...domain.distribution import LEVELS, Marginals
@@ -22,7 +22,7 @@ from ...domain.errors import InvalidRequest
 from ..base import EngineForecast, EngineInfo
 from ...blas import single_threaded_blas
 from .families import BY_NAME, basis_steps_to_target, vapor_steps_to_target
-from .fit import FamilyFit, fit_all, make_problem
+from .fit import FamilyFit, Problem, fit_all, make_problem
 from .prep import MIN_FIT_POINTS, prepare
 from .spread import (
     ANNEAL_GAIN,
@@ -144,21 +144,42 @@ def family_weights(fits: list[FamilyFit], noise: float, n_points: int, n_heldout
     return w / w.sum()
 
 
-# Share of the Laplace parameter spread kept when held-out suffixes exist: their measured error growth
-# already contains the parameter error as it played out, so the full Laplace spread would count it twice.
-LAPLACE_SHARE_WITH_HOLDOUT = 0.5
-
-
 def _param_samples(fit: FamilyFit, k: int, rng: np.random.Generator) -> np.ndarray:
     vals, vecs = np.linalg.eigh(0.5 * (fit.cov + fit.cov.T))
     root = vecs * np.sqrt(np.clip(vals, 0.0, None))
-    if fit.holdout_rmse is not None:
-        root = root * LAPLACE_SHARE_WITH_HOLDOUT
     draws = fit.params[None] + rng.standard_normal((k, len(fit.params))) @ root.T
     draws[0] = fit.params
     if fit.name not in ("vapor", "flat"):
         draws[:, 1] = np.maximum(draws[:, 1], 0.0)
     return draws
+
+
+def _plausible(fit: FamilyFit, draws: np.ndarray, pb: Problem, rng: np.random.Generator) -> np.ndarray:
+    """Keep the parameter draws the observed curve does not rule out; redraw the rest from the kept ones.
+
+    The Laplace approximation breaks down when a family's parameters are poorly identified (short,
+    noisy or non-monotone curves): its Gaussian then proposes laws that miss the observed points by far
+    and extrapolate anywhere. A draw is kept when its weighted sum of squares exceeds the optimum's by
+    less than the 99% chi-square quantile for the parameter count (the likelihood-ratio region).
+    """
+    if len(draws) <= 1:
+        return draws
+    with np.errstate(all="ignore"):
+        pred = fit.predict(draws, pb.u, pb.sign)
+    w = 1.0 / np.maximum(pb.noise_sd**2, 1e-300)
+    r = (pred - pb.z[None]) ** 2
+    ssr = np.where(np.isfinite(r), r, np.inf) @ w
+    n, p = len(pb.z), len(fit.params)
+    s2 = max(float(ssr[0]) / max(n - p, 1), 1.0)  # misfit beyond the noise inflates the region
+    keep = ssr <= ssr[0] + s2 * float(stats.chi2.ppf(0.99, p))
+    keep[0] = True
+    if keep.all():
+        return draws
+    ok = np.flatnonzero(keep)
+    out = draws.copy()
+    bad = np.flatnonzero(~keep)
+    out[bad] = draws[ok[rng.integers(0, len(ok), len(bad))]]
+    return out
 
 
 def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
@@ -187,7 +208,7 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     for fit, k in zip(fits, counts):
         if k <= 0:
             continue
-        draws = _param_samples(fit, int(k), rng)
+        draws = _plausible(fit, _param_samples(fit, int(k), rng), pb, rng)
         pred = fit.predict(draws, uq, prep.sign)
         center = fit.predict(fit.params[None], uq, prep.sign)
         pred = np.where(np.isfinite(pred), pred, center)
@@ -284,7 +305,8 @@ def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
     """Last value, the latest trend in log x damped, a spread growing with log-horizon, heavy tails.
 
     Used for very short curves and after numerical failures, so it must never be overconfident: its
-    base spread is the latest change, at least 3% of the level (20% with a single point); the slope
+    base spread is the latest change, at least 3% of the level (20% with a single point, 0.1% when the
+    points are identical: a stuck run tends to stay stuck, the heavy tail covers the rest); the slope
     of the last segment in log x is continued at half strength (curves decelerate).
     """
     curve = q.curve
@@ -294,7 +316,8 @@ def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
     last = float(z[-1])
     # the latest change is what the curve does now; the full range is dominated by the early drop
     step = abs(last - float(z[-2])) if len(z) > 1 else 0.0
-    base = max(step, (FALLBACK_LEVEL if len(z) > 1 else 0.2) * abs(last), 1e-3)
+    level_share = 0.2 if len(z) == 1 else (FALLBACK_LEVEL if np.ptp(z) > 0 else 1e-3)  # identical values: stuck
+    base = max(step, level_share * abs(last), 1e-9)
     if curve.lower_bound is not None and curve.upper_bound is not None:
         base = min(base, 0.5 * (curve.upper_bound - curve.lower_bound))
     x_last = float(x[-1])

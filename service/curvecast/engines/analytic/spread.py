@@ -19,8 +19,8 @@ import functools
 import numpy as np
 from scipy import stats
 
-WIDE_WEIGHT = 0.02  # mass of the heavy-tailed component (costs log(0.95) = 0.05 nats on a hit)
-WIDE_DF = 1.0  # Student-t degrees of freedom of that component
+WIDE_WEIGHT = 0.05  # mass of the heavy-tailed component (costs log(0.95) = 0.05 nats on a hit)
+WIDE_DF = 1.0  # Student-t degrees of freedom of that component (Cauchy: spikes and divergence too)
 FLOOR_GROWTH = 0.1  # minimum model-error sd per unit log-horizon, in units of the recent slope
 WIDE_BASE = 0.25  # wide-component scale at the last observed x, in units of the observed range
 
