@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curvecast.domain.curve import Curve, ForecastQuery, Goal, RunInfo
+from curvecast.domain.curve import Curve, ForecastQuery, Goal, RunInfo, XKind
 from curvecast.engines.analytic import AnalyticEngine
 from curvecast.engines.analytic import engine as engine_mod
 from curvecast.engines.analytic.engine import SHORT_WARNING
@@ -201,3 +201,111 @@ def test_random_curves_never_raise_or_emit_non_finite(eng):
         assert all(np.isfinite(v) for v in res.details.values())
         if q.curve.lower_bound is not None:
             assert res.marginals.values.min() >= q.curve.lower_bound
+
+
+# ---- calibration guards (spread.py, plausible draws, fallback, planned cool-downs, LR-law holdout) ------
+def test_short_flat_prefix_then_big_drop_is_not_a_catastrophic_miss(eng):
+    """A clipped law used to pile samples on one value: zero-width tails and log-densities of -1e9."""
+    x = np.arange(1.0, 6.0)
+    y = np.array([2.216, 2.200, 2.184, 2.189, 2.166])
+    xq = np.array([25.0, 51.0])
+    res = _one(eng, _query(x, y, xq, lower_bound=0.0))
+    truth = np.array([1.94, 1.73])  # the run kept learning: far below anything the prefix suggests
+    scale = float(np.ptp(y))
+    assert np.all(res.marginals.log_pdf(truth) + np.log(scale) > -10.0)
+    # and the outer quantiles are distinct (no collapsed tail)
+    assert np.all(np.diff(res.marginals.values[:, [0, 1, -2, -1]], axis=1) > 0)
+
+
+def test_accuracy_jump_after_plateau_has_finite_honest_density(eng):
+    x = np.array([45.0, 64.0, 91.0, 128.0, 181.0, 256.0])
+    acc = np.array([0.2242, 0.2316, 0.2356, 0.2552, 0.2624, 0.2724])
+    res = _one(eng, _query(x, acc, [1024.0, 1620.0], goal=Goal.MAXIMIZE, lower_bound=0.0, upper_bound=1.0))
+    lp = res.marginals.log_pdf(np.array([0.7328, 0.8145]))
+    assert np.all(lp > -15.0)
+
+
+def test_wide_component_keeps_median_and_adds_tails():
+    from curvecast.engines.analytic.spread import WIDE_WEIGHT, with_wide_component
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(0.0, 0.01, (1000, 3))
+    out = with_wide_component(s, 0.0, 0.1, np.array([1.0, 2.0, 10.0]))
+    assert len(out) - len(s) == pytest.approx(WIDE_WEIGHT * len(out), abs=1)
+    assert np.allclose(np.median(out, axis=0), np.median(s, axis=0), atol=0.002)
+    q999 = np.quantile(out, 0.999, axis=0)
+    assert np.all(q999 > 5 * np.quantile(s, 0.999, axis=0))
+    assert q999[2] > q999[0]  # wider further out
+
+
+def test_implausible_parameter_draws_are_replaced():
+    from curvecast.engines.analytic.fit import fit_all, make_problem
+    from curvecast.engines.analytic.prep import prepare
+
+    x = np.arange(1, 41, dtype=float)
+    y = _power(x * 10) + np.random.default_rng(4).normal(0, 0.005, len(x))
+    pb = make_problem(prepare(Curve(x=x, y=y)))
+    fit = next(f for f in fit_all(pb, ("pow3",))[0] if f.name == "pow3")
+    draws = np.repeat(fit.params[None], 4, axis=0)
+    draws[1, 0] += 5.0  # asymptote far off: misses every observed point
+    draws[2, 2] += 1e-4  # a negligible change: kept
+    out = engine_mod._plausible(fit, draws, pb, np.random.default_rng(0))
+    assert not np.any(np.all(out == draws[1], axis=1))
+    assert np.array_equal(out[2], draws[2]) and np.array_equal(out[0], draws[0])
+
+
+def test_short_curve_fallback_follows_latest_slope(eng):
+    x = np.array([1.0, 2.0, 3.0])
+    res = _one(eng, _query(x, [4.00, 3.69, 3.56], [6.0], lower_bound=0.0))
+    med = float(res.marginals.quantile(0.5)[0])
+    assert med < 3.56  # keeps improving, at the latest (slower) pace rather than the first drop's
+    assert med > 3.56 - (3.69 - 3.56) / np.log(1.5) * np.log(2.0)
+    # a stuck run is forecast to stay put, but may still start learning (the spread says so)
+    stuck = _one(eng, _query(x, [4.85, 4.85, 4.85], [6.0], lower_bound=0.0))
+    assert abs(float(stuck.marginals.quantile(0.5)[0]) - 4.85) < 0.01
+    assert stuck.marginals.cdf(np.array([4.7]))[0] > 0.01
+
+
+def test_planned_cooldown_after_the_cutoff_lowers_the_forecast(eng):
+    from curvecast.domain.curve import LrSchedule, ScheduleShape
+
+    x = np.linspace(1e9, 8e9, 6)
+    y = 1.8 + 2.0 * (x / 1e9) ** -1.0
+    xq = np.array([9e9, 1e10])
+    sched = LrSchedule(ScheduleShape.WSD, peak_lr=1e-3, final_lr=0.0, warmup_steps=1e8, total_steps=1e10, decay_start=9.2e9)
+    kw = dict(lower_bound=0.0, x_kind=XKind.TOKENS)
+    plain = _one(eng, _query(x, y, xq, **kw))
+    cooled = _one(eng, _query(x, y, xq, run=RunInfo(total_steps=1e10, schedule=sched), **kw))
+    assert cooled.marginals.quantile(0.5)[-1] < plain.marginals.quantile(0.5)[-1] - 0.01
+    assert cooled.marginals.quantile(0.05)[-1] < plain.marginals.quantile(0.05)[-1]
+    # the cool-down has not started by the first queried x -> no change there
+    assert abs(cooled.marginals.quantile(0.5)[0] - plain.marginals.quantile(0.5)[0]) < 0.01
+
+
+def test_planned_lr_drop_is_in_peak_units():
+    from curvecast.domain.curve import LrSchedule, ScheduleShape
+    from curvecast.engines.analytic.spread import planned_lr_drop
+
+    cos = LrSchedule(ScheduleShape.COSINE, peak_lr=2.0, final_lr=0.0, warmup_steps=0.0, total_steps=100.0)
+    d = planned_lr_drop(cos, 50.0, np.array([40.0, 50.0, 100.0]))
+    assert d[0] == 0.0 and d[1] == 0.0 and d[2] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_lr_law_holdout_growth_flags_an_unidentified_annealing_strength():
+    from curvecast.engines.analytic import lr_engine
+    from curvecast.engines.analytic.lr_laws import features
+
+    total = 4000
+    t = np.arange(total + 1)
+    lr = np.where(t < 2500, 1.0, np.clip((total - t) / (total - 2500), 0.0, 1.0))  # decays after the holdout cut
+    f = features(lr)
+    steps = np.arange(100, 3001, 100)
+    smooth = 2.0 + 3.0 * f.s1[steps] ** -0.5 - lr_engine.TISSUE_PRIOR.center * f.s2[steps]  # as the prior expects
+    # a strong drop once the LR decays, which the early part of the curve cannot know about
+    annealed = smooth - 0.3 * f.s2[steps] / f.s2[steps].max()
+    with np.errstate(all="ignore"):  # as inside the engine
+        g_smooth = lr_engine._holdout_growth(f, steps, smooth)
+        g_annealed = lr_engine._holdout_growth(f, steps, annealed)
+        g_short = lr_engine._holdout_growth(f, steps[:6], smooth[:6])
+    assert 0.0 <= g_smooth < g_annealed
+    assert g_short == 0.0  # too short to split

@@ -2,9 +2,11 @@
 
 Per query it either fits the learning-rate-schedule laws (when the run's LR schedule or per-step LR
 is known and looks like an LLM-style run) or the Domhan families, then draws parameter samples
-(Laplace) plus observation noise and a horizon-dependent model-error term, and returns quantiles.
-A numerical failure never fails the call: it falls back to a widening distribution around the last
-value and says so in ``warnings``.
+(Laplace, keeping only draws the observed points do not rule out) plus observation noise and a
+horizon-dependent model-error term, adds room for a planned LR cool-down and a small heavy-tailed
+"the law is wrong" component (spread.py), and returns quantiles. Very short curves get the last value
+with its latest trend. A numerical failure never fails the call: it falls back to a widening
+distribution around the last value and says so in ``warnings``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .spread import (
     with_wide_component,
 )
 
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 N_SAMPLES = 1000
 SHORT_WARNING = "curve too short to say much"
 
@@ -305,8 +307,7 @@ def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
     """Last value, the latest trend in log x damped, a spread growing with log-horizon, heavy tails.
 
     Used for very short curves and after numerical failures, so it must never be overconfident: its
-    base spread is the latest change, at least 3% of the level (20% with a single point, 0.1% when the
-    points are identical: a stuck run tends to stay stuck, the heavy tail covers the rest); the slope
+    base spread is the latest change, at least 3% of the level (20% with a single point); the slope
     of the last segment in log x is continued at half strength (curves decelerate).
     """
     curve = q.curve
@@ -316,8 +317,7 @@ def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
     last = float(z[-1])
     # the latest change is what the curve does now; the full range is dominated by the early drop
     step = abs(last - float(z[-2])) if len(z) > 1 else 0.0
-    level_share = 0.2 if len(z) == 1 else (FALLBACK_LEVEL if np.ptp(z) > 0 else 1e-3)  # identical values: stuck
-    base = max(step, level_share * abs(last), 1e-9)
+    base = max(step, (FALLBACK_LEVEL if len(z) > 1 else 0.2) * abs(last), 1e-9)
     if curve.lower_bound is not None and curve.upper_bound is not None:
         base = min(base, 0.5 * (curve.upper_bound - curve.lower_bound))
     x_last = float(x[-1])

@@ -23,6 +23,7 @@ WIDE_WEIGHT = 0.05  # mass of the heavy-tailed component (costs log(0.95) = 0.05
 WIDE_DF = 1.0  # Student-t degrees of freedom of that component (Cauchy: spikes and divergence too)
 FLOOR_GROWTH = 0.1  # minimum model-error sd per unit log-horizon, in units of the recent slope
 WIDE_BASE = 0.25  # wide-component scale at the last observed x, in units of the observed range
+WIDE_LEVEL = 0.05  # ... and at least this share of the level (loss spikes scale with the loss, not the range)
 
 
 def curve_scale(z: np.ndarray, noise: float) -> float:
@@ -72,13 +73,15 @@ def _t_levels(k: int) -> np.ndarray:
 def with_wide_component(samples: np.ndarray, z_last: float, scale: float, ratio: np.ndarray) -> np.ndarray:
     """Append WIDE_WEIGHT (of the total) Student-t samples centred on the per-x median of ``samples``.
 
-    Its scale is the larger of the observed range (times 0.25 + log-horizon) and the distance between
-    the forecast median and the last value (a bold extrapolation is exactly when the law may be wrong).
+    Its scale is the largest of the observed range (times 0.25 + log-horizon), the distance between
+    the forecast median and the last value (a bold extrapolation is exactly when the law may be wrong)
+    and 5% of the level.
     """
     s = len(samples)
     k = max(int(round(s * WIDE_WEIGHT / (1.0 - WIDE_WEIGHT))), 1)
     med = np.median(samples, axis=0)
     width = np.maximum(scale * (WIDE_BASE + log_horizon(ratio)), np.abs(med - z_last))
+    width = np.maximum(width, WIDE_LEVEL * abs(z_last))
     # stratified Student-t quantiles, not random draws: the outermost quantile levels (and so the
     # exponential tails of the marginals beyond them) must not hinge on one or two extreme draws
     t = _t_levels(k)[:, None]
