@@ -154,10 +154,10 @@ class RunInfo:
 class StopPolicy:
     """Knobs of the stop recommendation. Defaults were tuned on the decision benchmark (bench/sweeps.py,
     TaskSet/LCDB/ScAn-VLM tune tasks; docs/bench/sweeps): a run is stopped as unpromising when the
-    recalibrated P(final beats incumbent) is below 1%; the expected-gain rule is off by default because it
+    recalibrated P(final beats incumbent) is below 2%; the expected-gain rule is off by default because it
     killed eventual winners on plateaus."""
 
-    min_prob_beat_incumbent: float = 0.01  # stop-unpromising below this probability
+    min_prob_beat_incumbent: float = 0.02  # stop-unpromising below this probability
     min_relative_improvement: float = 0.0  # stop-converged below this expected relative gain (0 = off)
     min_points: int = 2  # never recommend stopping on fewer observed points
     min_fraction_observed: float = 0.0  # never stop before this fraction of the budget
