@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import special
 
+from curvecast.dataplane import DataPlaneSettings
 from curvecast.domain.curve import ForecastQuery
 from curvecast.domain.distribution import LEVELS, Marginals
 from curvecast.engines.base import Engine, EngineForecast, EngineInfo
@@ -27,7 +28,7 @@ MODELS_DIR = REPO_ROOT / "service" / "curvecast" / "models"
 BASELINES = ("last_value", "best_family")
 CURVECAST_ENGINES = ("analytic", "learned", "ensemble")
 DEFAULT_ENGINES = ("analytic", "learned", "ensemble", "last_value", "best_family")
-ENSEMBLE_WEIGHTS: tuple[tuple[str, float], ...] = (("learned", 0.5), ("analytic", 0.5))  # as the server's dataplane
+ENSEMBLE_WEIGHTS: tuple[tuple[str, float], ...] = DataPlaneSettings().ensemble_weights  # the server's own default
 E2E_QUANTILES: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995)
 
 

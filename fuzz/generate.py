@@ -141,6 +141,10 @@ def build_request(src: Source, max_points: int = 200) -> pb.ForecastRequest:
         p.min_relative_improvement = _pick(src, (0.001, _value(src)))
         p.min_points = src.int(-3, 50)
         p.min_fraction_observed = _pick(src, (0.0, 0.9, _value(src)))
+        if _maybe(src, 2):
+            p.compute_weight = _pick(src, (0.0, 1.0, 1e3, _value(src)))
+        if _maybe(src, 2):
+            p.keep_best_checkpoint = bool(src.int(0, 1))
     if _maybe(src, 8):
         req.request_id = "r" * src.int(0, 200)
     return req

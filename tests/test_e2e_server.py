@@ -181,3 +181,19 @@ def test_request_id_is_echoed_in_body_and_metadata(server):
     assert resp.request_id == "trial-42"
     assert ("x-request-id", "trial-42") in tuple(call.initial_metadata())
     assert isinstance(resp, pb.ForecastResponse)
+
+
+@pytest.mark.parametrize("engine", ["learned", "ensemble", "analytic"])
+def test_each_engine_answers_and_reports_itself(server, engine):
+    with Client(server.address) as c:
+        if not {e.name: e for e in c.model_info().engines}["learned"].available and engine != "analytic":
+            pytest.skip("bundled learned model not loadable here")
+        x, y = loss_curve()
+        f = c.forecast(x, y, total_steps=1000, engine=engine)
+    names = {e.name for e in f.engines}
+    assert names == ({"learned", "analytic"} if engine == "ensemble" else {engine})
+    assert all(e.provider for e in f.engines)
+    if engine != "analytic":
+        assert {e.name: e for e in f.engines}["learned"].provider.endswith("ExecutionProvider")
+    assert sum(e.weight for e in f.engines) == pytest.approx(1.0)
+    assert f.final.quantiles[0.05] <= f.final.median <= f.final.quantiles[0.95]

@@ -129,9 +129,6 @@ def test_values_outside_declared_bounds_are_rejected(pipeline):
     assert rejection_fields(pipeline, req) == ["curve.values[1]"]
 
 
-@pytest.mark.xfail(strict=True, reason="learned engine: a denormal bound range ([0, 5e-324]) gives a non-finite "
-                   "forecast (normalization.py:56 overflow); the data plane turns it into a clean error. Remove "
-                   "this mark when the engine handles or rejects it.")
 def test_known_engine_findings(pipeline):
     if "learned" not in pipeline.engines:
         pytest.skip("no learned model")

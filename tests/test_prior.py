@@ -119,3 +119,10 @@ def test_scalar_and_per_row_momentum_give_the_same_s2():
         single = nz.schedule_features(lr[row], 0.03)
         for a, b in zip(batched, single):
             np.testing.assert_allclose(a[row], b, rtol=1e-9, atol=1e-12)
+
+
+def test_degenerate_bound_ranges_fall_back_to_finite_transforms():
+    for lo, hi in [(0.0, 5e-324), (0.0, 0.0), (-1e308, 1e308)]:
+        tr = nz.value_transform(np.array([5e-324, 0.0, 0.0]), True, lo, hi)
+        assert np.isfinite(tr.a) and np.isfinite(tr.b) and tr.b != 0
+        assert np.isfinite(tr.inverse(tr.forward(np.array([0.0, 1e-300])))).all()

@@ -22,7 +22,7 @@ class Settings:
     metrics_port: int = 9464
     model: str = str(BUNDLED_MODEL)
     device: str = "cpu"
-    default_engine: str = "ensemble"
+    default_engine: str = "analytic"
     engine_threads: int = 0
     ort_threads: int = 1
     analytic_workers: int = 0

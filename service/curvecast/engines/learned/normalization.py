@@ -16,7 +16,9 @@ in about [0, 1] (the range of LC-PFN's prior, which passes through unchanged):
   ``1 - L_end / L_start`` as the loss falls; a diverging loss goes negative.
 * maximise with an upper bound only: the mirror image, ``z = (y - ref) / (hi - ref)``.
 * no usable bound: the missing bound is inferred as ``min(prefix) - spread`` (or ``max + spread``) with
-  ``spread = max(range(prefix), |ref| * 0.1, 1e-8)`` and the one-bound rule applies.
+  ``spread = max(range(prefix), |ref| * 0.1, 1e-8)`` and the one-bound rule applies. A bound range
+  that is degenerate (width <= 1e-300 or infinite) counts as no range; the one-bound scale is kept
+  within [spread * 1e-3, spread * 1e4] so extreme bounds cannot squash or blow up the curve.
 
 Model-space values are clipped to [Z_MIN, Z_MAX] before they enter the model. The log-density of
 ``y`` is ``log p(z) + log |b|``.
@@ -70,7 +72,8 @@ def loss_transform_params(prefix: np.ndarray, lower: np.ndarray | float) -> tupl
     ref = prefix[..., :REF_POINTS].mean(axis=-1)
     spread = _spread(prefix, ref)
     scale = np.maximum(ref - np.asarray(lower, dtype=np.float64), spread * 1e-3)
-    scale = np.maximum(scale, 1e-12)
+    # a bound absurdly far from the data (never in the prior) would squash the curve to a point
+    scale = np.maximum(np.minimum(scale, spread * 1e4), 1e-12)
     return ref / scale, -1.0 / scale
 
 
@@ -86,8 +89,9 @@ def value_transform(
     prefix = np.asarray(prefix, dtype=np.float64)
     if prefix.size == 0:
         raise ValueError("the observed prefix is empty")
-    if lower is not None and upper is not None and upper > lower:
-        width = upper - lower
+    width = (upper - lower) if lower is not None and upper is not None else 0.0
+    if width > 1e-300 and np.isfinite(width):  # a denormal/overflowing range falls through to one bound
+        width = float(width)
         if minimize:
             return ValueTransform(upper / width, -1.0 / width, "bounded")
         return ValueTransform(-lower / width, 1.0 / width, "bounded")
