@@ -125,10 +125,12 @@ class EpochRecorder(pl.Callback):
 
 
 def test_two_process_ddp_stops_every_rank_at_the_same_epoch(server, tmp_path):
-    """Rank 0 asks, the broadcast reaches rank 1: both processes leave fit() after the same epoch."""
+    """Rank 0 asks, the broadcast reaches rank 1: both processes leave fit() after the same epoch.
+
+    ddp_spawn, not ddp_fork: this test process already holds gRPC channels, which do not survive a fork."""
     callback = CurvecastCallback(server.address, monitor="val_loss", x="epoch", target=100.0, timeout=5)
     pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(max_epochs=MAX_EPOCHS, accelerator="cpu", devices=2, strategy="ddp_fork", logger=False,
+    trainer = pl.Trainer(max_epochs=MAX_EPOCHS, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, callbacks=[callback, EpochRecorder(tmp_path)])
     train, val = loaders()

@@ -114,14 +114,19 @@ def test_rank_zero_decision_is_broadcast_under_torch_distributed(server, tmp_pat
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     port = free_port()
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: this process already holds gRPC channels from other tests, and gRPC does not
+    # survive a fork (children can hang inside the inherited channel state)
+    ctx = multiprocessing.get_context("spawn")
     # rank 1 points at a closed port: if it asked, it would fail open and keep training
     procs = [ctx.Process(target=_evaluate_on_rank, args=(rank, port, address, args, tmp_path))
              for rank, address in ((0, server.address), (1, f"127.0.0.1:{free_port()}"))]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(180)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
     assert [p.exitcode for p in procs] == [0, 0]
     assert (tmp_path / "rank0").read_text() == "True True"  # asked and stopped
     assert (tmp_path / "rank1").read_text() == "True False"  # never asked, stopped by the broadcast
