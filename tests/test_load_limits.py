@@ -326,3 +326,4 @@ def test_deadline_aware_admission_sheds_doomed_calls_at_once():
     seen, refused_in, patient = asyncio.run(go())
     assert "hopeless" not in seen and "patient" in seen
     assert refused_in < 0.25  # refused before the backlog (0.5 s) could run, not after queueing
+
