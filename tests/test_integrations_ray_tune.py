@@ -38,7 +38,7 @@ def local_ray():
         try:
             ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
             break
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError or a bare Exception on start-up timeouts
             ray.shutdown()
             if attempt == 1:
                 pytest.skip(f"Ray could not start a local cluster on this machine: {exc}")

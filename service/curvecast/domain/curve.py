@@ -88,7 +88,8 @@ class LrSchedule:
                 k = np.floor(np.maximum(s - warm, 0.0) / self.step_interval)
                 lr = peak * self.step_gamma**k
         if warm > 0:
-            lr = np.where(s < warm, peak * np.clip(s / warm, 0.0, 1.0), lr)
+            with np.errstate(over="ignore", divide="ignore"):  # a denormal warm-up length must not warn
+                lr = np.where(s < warm, peak * np.clip(s / warm, 0.0, 1.0), lr)
         return lr
 
     @property
