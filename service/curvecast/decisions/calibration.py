@@ -8,6 +8,7 @@ handful of numbers stored as JSON next to this module, keyed by engine and event
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,10 +202,20 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray, max_knots: int = 24) -> Recalibra
 
 
 def load_recalibrations(path: Path = RECALIBRATION_PATH) -> dict[str, dict[str, Recalibration]]:
-    """``{engine: {event: Recalibration}}`` from the JSON fitted by the sweeps benchmark; {} if absent."""
-    if not path.exists():
+    """``{engine: {event: Recalibration}}`` from the JSON fitted by the sweeps benchmark; {} if absent.
+
+    Served forecasts ask for these maps on every call, so the parsed file is cached per modification time.
+    """
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
         return {}
-    raw = json.loads(path.read_text())
+    return _parsed_recalibrations(str(path), mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_recalibrations(path: str, mtime_ns: int) -> dict[str, dict[str, Recalibration]]:
+    raw = json.loads(Path(path).read_text())
     return {eng: {ev: Recalibration.from_dict(d) for ev, d in events.items()}
             for eng, events in raw.get("engines", {}).items()}
 
