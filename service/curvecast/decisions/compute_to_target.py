@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..domain.curve import Curve, ForecastQuery, Goal
-from ..domain.distribution import LEVELS, Marginals, _TAIL_MASS
+from ..domain.distribution import Marginals
 
 DEFAULT_STEP_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -99,30 +99,9 @@ def past_target(values: np.ndarray, target: float, goal: Goal) -> np.ndarray:
     return values <= target if goal is Goal.MINIMIZE else values >= target
 
 
-def cdf_at(marginals: Marginals, v: float) -> np.ndarray:
-    """P(value at each x <= v): ``Marginals.cdf`` for one value, vectorised over x (decisions call it
-    per step of every run, so the per-row loop of ``cdf`` would dominate a sweep)."""
-    vals = marginals.values
-    m, k = vals.shape
-    if m == 0:
-        return np.zeros(0)
-    idx = np.clip((vals <= v).sum(axis=1), 1, k - 1)  # v in [vals[idx-1], vals[idx]] when inside
-    rows = np.arange(m)
-    lo, hi = vals[rows, idx - 1], vals[rows, idx]
-    with np.errstate(all="ignore"):
-        frac = np.where(hi > lo, (v - lo) / (hi - lo), 1.0)
-    inner = LEVELS[idx - 1] + np.clip(frac, 0.0, 1.0) * (LEVELS[idx] - LEVELS[idx - 1])
-    lo_scale, hi_scale = marginals._tail_scales()
-    with np.errstate(all="ignore"):
-        below = _TAIL_MASS * np.exp(np.minimum((v - vals[:, 0]) / lo_scale, 0.0))
-        above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v - vals[:, -1]) / hi_scale, 0.0))
-    out = np.where(v < vals[:, 0], below, np.where(v > vals[:, -1], above, inner))
-    return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
-
-
 def p_past_target(marginals: Marginals, target: float, goal: Goal) -> np.ndarray:
     """P(value at each x is at or past the target), per x."""
-    cdf = cdf_at(marginals, float(target))
+    cdf = marginals.cdf(float(target))
     p = cdf if goal is Goal.MINIMIZE else 1.0 - cdf
     return np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
 

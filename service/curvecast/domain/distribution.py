@@ -110,9 +110,27 @@ class Marginals:
         return _TAIL_MASS / d_lo, _TAIL_MASS / d_hi
 
     def cdf(self, v: np.ndarray | float) -> np.ndarray:
-        """P(value at x[i] <= v[i]) for each i; ``v`` broadcasts to (m,)."""
-        v = np.broadcast_to(np.asarray(v, dtype=np.float64), self.x.shape)
-        return self.cdf_grid(v[:, None])[:, 0]
+        """P(value at x[i] <= v[i]) for each i; ``v`` broadcasts to (m,).
+
+        Vectorised over x (decisions call it for every grid point of every forecast); agrees with
+        ``cdf_grid``, which serves many values per x.
+        """
+        vals = self.values
+        m, k = vals.shape
+        if m == 0:
+            return np.zeros(0)
+        v = np.broadcast_to(np.asarray(v, dtype=np.float64), (m,))
+        rows = np.arange(m)
+        idx = np.clip((vals <= v[:, None]).sum(axis=1), 1, k - 1)  # v in [vals[idx-1], vals[idx]] inside
+        lo, hi = vals[rows, idx - 1], vals[rows, idx]
+        lo_scale, hi_scale = self._tail_scales()
+        with np.errstate(all="ignore"):
+            frac = np.where(hi > lo, (v - lo) / (hi - lo), 1.0)
+            inner = LEVELS[idx - 1] + np.clip(frac, 0.0, 1.0) * (LEVELS[idx] - LEVELS[idx - 1])
+            below = _TAIL_MASS * np.exp(np.minimum((v - vals[:, 0]) / lo_scale, 0.0))
+            above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v - vals[:, -1]) / hi_scale, 0.0))
+        out = np.where(v < vals[:, 0], below, np.where(v > vals[:, -1], above, inner))
+        return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
 
     def cdf_grid(self, v: np.ndarray) -> np.ndarray:
         """CDF at a grid of values per x: ``v`` has shape (m, G)."""
