@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from curvecast.domain.distribution import LEVELS, Marginals
+from curvecast.domain.distribution import LEVELS, Marginals, count_le_rows, interp_rows
 
 
 def gaussian(m=3):
@@ -58,13 +58,39 @@ def test_affine_flip_and_clip():
     assert c.values.max() <= 1.0
 
 
-def test_histogram_and_samples_constructors():
+def test_samples_constructor():
     rng = np.random.default_rng(0)
     s = rng.normal(2.0, 0.5, size=(20000, 2))
     m = Marginals.from_samples(np.array([1.0, 2.0]), s)
     np.testing.assert_allclose(m.quantile(0.5), [2.0, 2.0], atol=0.02)
-    borders = np.linspace(0, 1, 11)
-    probs = np.ones((1, 10))
-    h = Marginals.from_histogram(np.array([0.0]), borders, probs)
-    assert h.quantile(0.25)[0] == pytest.approx(0.25, abs=1e-6)
-    assert len(LEVELS) == h.values.shape[1]
+    assert len(LEVELS) == m.values.shape[1]
+
+
+def test_row_wise_interp_and_search_match_numpy_per_row():
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.normal(0, 1, (7, 20)), axis=1)
+    rows[2, 5:9] = rows[2, 5]  # ties
+    v = rng.normal(0, 1.5, (7, 11))
+    v[2, 0] = rows[2, 5]
+    expect = np.array([np.searchsorted(r, q, side="right") for r, q in zip(rows, v)])
+    np.testing.assert_array_equal(count_le_rows(rows, v), expect)
+    huge = rows.copy()
+    huge[0, -1] = 1.5e308  # the span overflows: the merge fallback answers the same
+    huge[0, 0] = -1.5e308
+    expect[0] = np.searchsorted(huge[0], v[0], side="right")
+    np.testing.assert_array_equal(count_le_rows(huge, v), expect)
+    fp = rng.normal(0, 1, (7, 20))
+    got = interp_rows(v, rows, fp)
+    for i in (0, 1, 3, 6):  # rows without ties (np.interp is undefined on tied xp)
+        np.testing.assert_allclose(got[i], np.interp(v[i], rows[i], fp[i]), rtol=1e-12)
+
+
+def test_vectorised_queries_agree_with_their_definitions_beyond_the_grid():
+    g = gaussian()
+    q = g.quantile([1e-4, 0.001, 0.5, 0.999, 0.9999])
+    assert np.all(np.diff(q, axis=1) > 0)  # exponential tails continue the grid monotonically
+    np.testing.assert_allclose(g.cdf(q[:, 0]), 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(g.cdf(q[:, -1]), 1 - 1e-4, rtol=1e-6)
+    v = np.array([0.1, 5.0, -3.0])
+    c = g.cdf_grid(v[:, None])[:, 0]
+    np.testing.assert_allclose(c, g.cdf(v), atol=1e-12)

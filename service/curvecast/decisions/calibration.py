@@ -126,7 +126,8 @@ class Recalibration:
 
     def apply(self, p: np.ndarray | float) -> np.ndarray | float:
         scalar = np.ndim(p) == 0
-        arr = np.clip(np.nan_to_num(np.asarray(p, dtype=np.float64), nan=0.0), 0.0, 1.0)
+        arr = np.asarray(p, dtype=np.float64)
+        arr = np.clip(np.where(np.isnan(arr), 0.0, arr), 0.0, 1.0)
         if self.kind == "platt":
             with np.errstate(all="ignore"):
                 out = special.expit(self.a * special.logit(np.clip(arr, _EPS, 1 - _EPS)) + self.b)

@@ -20,17 +20,20 @@ from ..domain.distribution import Marginals
 DEFAULT_STEP_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-def decision_grid(query: ForecastQuery, n: int = 64, extension: float = 4.0) -> np.ndarray:
+def decision_grid(query: ForecastQuery, n: int = 64, extension: float = 4.0, n_inside: int | None = None) -> np.ndarray:
     """Dense x grid for decisions: from just after the last observed x to ``horizon * extension``.
 
-    Half the points are spaced linearly inside the budget (where stop decisions need resolution),
-    the rest geometrically beyond it (where compute-to-target only needs orders of magnitude). The
-    budget itself is always a grid point, so P(target within budget) needs no interpolation.
+    ``n_inside`` points (half by default) are spaced linearly inside the budget (where stop decisions
+    need resolution), the rest geometrically beyond it (where compute-to-target only needs orders of
+    magnitude). The budget itself is always a grid point, so P(target within budget) needs no
+    interpolation.
     """
     if n < 2:
         raise ValueError("decision_grid needs n >= 2")
     if extension < 1.0:
         raise ValueError("extension must be >= 1")
+    if n_inside is not None and not 1 <= n_inside < n:
+        raise ValueError("n_inside must be in [1, n)")
     last = query.curve.last_x
     horizon = query.horizon
     if horizon <= last:  # budget already spent: only look beyond it
@@ -38,7 +41,7 @@ def decision_grid(query: ForecastQuery, n: int = 64, extension: float = 4.0) -> 
         if end <= last:
             return np.array([last + 1.0])
         return _geom_or_lin(last, end, n)
-    n_in = n if extension == 1.0 else max(n // 2, 1)
+    n_in = n if extension == 1.0 else (n_inside or max(n // 2, 1))
     inside = np.linspace(last, horizon, n_in + 1)[1:]
     if extension == 1.0:
         return inside
@@ -103,7 +106,7 @@ def p_past_target(marginals: Marginals, target: float, goal: Goal) -> np.ndarray
     """P(value at each x is at or past the target), per x."""
     cdf = marginals.cdf(float(target))
     p = cdf if goal is Goal.MINIMIZE else 1.0 - cdf
-    return np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
+    return np.clip(np.where(np.isnan(p), 0.0, p), 0.0, 1.0)
 
 
 def first_reached_x(curve: Curve, target: float) -> float | None:
@@ -132,7 +135,7 @@ def compute_to_target(
         return ComputeToTarget(
             target=target, already_reached=True, p_within_budget=1.0, p_within_horizon=1.0,
             budget_x=budget, horizon_x=float(grid.x[-1]) if len(grid.x) else last, quantiles=qs,
-            reached_x=reached, grid_x=tuple(float(v) for v in grid.x), grid_p=tuple(1.0 for _ in grid.x),
+            reached_x=reached, grid_x=tuple(grid.x.tolist()), grid_p=(1.0,) * len(grid.x),
         )
 
     keep = grid.x > last
@@ -159,7 +162,7 @@ def compute_to_target(
     return ComputeToTarget(
         target=target, already_reached=False, p_within_budget=_prob(p_budget),
         p_within_horizon=_prob(pp[-1]), budget_x=budget, horizon_x=horizon_x, quantiles=tuple(qs),
-        grid_x=tuple(float(v) for v in xs), grid_p=tuple(_prob(v) for v in p),
+        grid_x=tuple(xs.tolist()), grid_p=tuple(np.clip(p, 0.0, 1.0).tolist()),
     )
 
 

@@ -23,6 +23,48 @@ def _sorted_rows(values: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(values, axis=-1)
 
 
+def count_le_rows(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per row ``i``, how many of ``rows[i]`` (sorted) are <= each ``v[i, g]``: a row-wise searchsorted.
+
+    numpy has no batched searchsorted. Mapping each row and its queries affinely into [0, 1] and
+    shifting row ``i`` by ``2 i`` makes all rows one sorted array, so a single ``np.searchsorted`` serves
+    them all; rows whose span is not finite (values near 1e308) take a slower merge by stable argsort.
+    """
+    m, k = rows.shape
+    if m == 0:
+        return np.zeros(v.shape, dtype=np.int64)
+    with np.errstate(all="ignore"):
+        lo = np.minimum(rows[:, :1], v.min(axis=1, keepdims=True))
+        span = np.maximum(rows[:, -1:], v.max(axis=1, keepdims=True)) - lo
+        ok = bool(np.all(np.isfinite(span)) and np.all(np.isfinite(v)))
+        if ok:
+            scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0)
+            shift = 2.0 * np.arange(m)[:, None]
+            flat = ((rows - lo) * scale + shift).ravel()
+            idx = np.searchsorted(flat, ((v - lo) * scale + shift).ravel(), side="right").reshape(v.shape)
+            return idx - k * np.arange(m)[:, None]
+    merged = np.concatenate([rows, v], axis=1)
+    order = np.argsort(merged, axis=1, kind="stable")
+    from_rows = order < k
+    seen = np.cumsum(from_rows, axis=1)
+    r, pos = np.nonzero(~from_rows)
+    out = np.empty(v.shape, dtype=np.int64)
+    out[r, order[r, pos] - k] = seen[r, pos]
+    return out
+
+
+def interp_rows(v: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp(v[i], xp[i], fp[i])`` for every row at once; ``fp`` may be one shared row (K,)."""
+    m, k = xp.shape
+    fp = np.broadcast_to(fp, (m, k))
+    j = np.clip(count_le_rows(xp, v), 1, k - 1)
+    x0, x1 = np.take_along_axis(xp, j - 1, axis=1), np.take_along_axis(xp, j, axis=1)
+    f0, f1 = np.take_along_axis(fp, j - 1, axis=1), np.take_along_axis(fp, j, axis=1)
+    with np.errstate(all="ignore"):
+        frac = np.where(x1 > x0, (v - x0) / (x1 - x0), 1.0)
+    return f0 + np.clip(frac, 0.0, 1.0) * (f1 - f0)
+
+
 @dataclass(frozen=True)
 class Marginals:
     """Quantiles ``values[i, k]`` of the value at ``x[i]`` for probability ``LEVELS[k]``."""
@@ -58,18 +100,6 @@ class Marginals:
         return cls.from_quantile_values(x, mean[:, None] + std[:, None] * z[None, :], mean)
 
     @classmethod
-    def from_histogram(cls, x: np.ndarray, borders: np.ndarray, probs: np.ndarray) -> "Marginals":
-        """From per-x bucket probabilities ``probs`` (m, B) over shared ``borders`` (B+1,)."""
-        probs = np.asarray(probs, dtype=np.float64)
-        probs = probs / probs.sum(axis=1, keepdims=True)
-        cdf = np.concatenate([np.zeros((len(probs), 1)), np.cumsum(probs, axis=1)], axis=1)
-        values = np.empty((len(probs), len(LEVELS)))
-        for i in range(len(probs)):
-            values[i] = np.interp(LEVELS, cdf[i], borders)
-        centers = 0.5 * (borders[1:] + borders[:-1])
-        return cls.from_quantile_values(x, values, probs @ centers)
-
-    @classmethod
     def mixture(cls, parts: Sequence["Marginals"], weights: Sequence[float]) -> "Marginals":
         """Mixture of marginals at the same x (CDFs averaged with the given weights)."""
         w = np.asarray(weights, dtype=np.float64)
@@ -81,10 +111,8 @@ class Marginals:
         hi = np.max([p.values[:, -1] for p in parts], axis=0)
         grid = np.linspace(0.0, 1.0, 401)
         support = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # (m, G)
-        cdf = sum(wi * p.cdf_grid(support) for wi, p in zip(w, parts))
-        values = np.empty((len(x), len(LEVELS)))
-        for i in range(len(x)):
-            values[i] = np.interp(LEVELS, cdf[i], support[i])
+        cdf = np.maximum.accumulate(sum(wi * p.cdf_grid(support) for wi, p in zip(w, parts)), axis=1)
+        values = interp_rows(np.broadcast_to(LEVELS, (len(x), len(LEVELS))), cdf, support)
         mean = sum(wi * p.mean for wi, p in zip(w, parts))
         return cls.from_quantile_values(x, values, mean)
 
@@ -92,16 +120,18 @@ class Marginals:
     def quantile(self, q: float | Sequence[float]) -> np.ndarray:
         """Values at probability levels ``q``: shape (m,) for a scalar, (m, len(q)) for a sequence."""
         qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
-        out = np.stack([self._quantile_one(float(level)) for level in qs], axis=1)
+        vals, k = self.values, len(LEVELS)
+        j = np.clip(np.searchsorted(LEVELS, qs, side="right"), 1, k - 1)  # levels are shared by all rows
+        frac = np.clip((qs - LEVELS[j - 1]) / (LEVELS[j] - LEVELS[j - 1]), 0.0, 1.0)
+        out = vals[:, j - 1] + frac * (vals[:, j] - vals[:, j - 1])
+        below, above = qs < LEVELS[0], qs > LEVELS[-1]
+        if below.any() or above.any():  # exponential tails beyond the outermost levels
+            lo_scale, hi_scale = self._tail_scales()
+            with np.errstate(divide="ignore"):
+                lo = vals[:, :1] - lo_scale[:, None] * np.log(_TAIL_MASS / np.maximum(qs, 1e-300))
+                hi = vals[:, -1:] + hi_scale[:, None] * np.log(_TAIL_MASS / np.maximum(1.0 - qs, 1e-300))
+            out = np.where(below, lo, np.where(above, hi, out))
         return out[:, 0] if np.ndim(q) == 0 else out
-
-    def _quantile_one(self, level: float) -> np.ndarray:
-        if LEVELS[0] <= level <= LEVELS[-1]:
-            return np.array([np.interp(level, LEVELS, row) for row in self.values])
-        lo_scale, hi_scale = self._tail_scales()
-        if level < LEVELS[0]:
-            return self.values[:, 0] - lo_scale * np.log(_TAIL_MASS / max(level, 1e-300))
-        return self.values[:, -1] + hi_scale * np.log(_TAIL_MASS / max(1.0 - level, 1e-300))
 
     def _tail_scales(self) -> tuple[np.ndarray, np.ndarray]:
         """Exponential-tail scales matched to the density just inside the outermost levels."""
@@ -130,37 +160,34 @@ class Marginals:
             below = _TAIL_MASS * np.exp(np.minimum((v - vals[:, 0]) / lo_scale, 0.0))
             above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v - vals[:, -1]) / hi_scale, 0.0))
         out = np.where(v < vals[:, 0], below, np.where(v > vals[:, -1], above, inner))
-        return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+        return np.clip(np.where(np.isnan(out), 0.0, out), 0.0, 1.0)
 
     def cdf_grid(self, v: np.ndarray) -> np.ndarray:
         """CDF at a grid of values per x: ``v`` has shape (m, G)."""
+        v = np.asarray(v, dtype=np.float64)
+        vals = self.values
         lo_scale, hi_scale = self._tail_scales()
-        out = np.empty(v.shape)
-        for i in range(len(self.x)):
-            row = self.values[i]
-            inner = np.interp(v[i], row, LEVELS)
-            below = _TAIL_MASS * np.exp(np.minimum((v[i] - row[0]) / lo_scale[i], 0.0))
-            above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v[i] - row[-1]) / hi_scale[i], 0.0))
-            out[i] = np.where(v[i] < row[0], below, np.where(v[i] > row[-1], above, inner))
-        return out
+        inner = interp_rows(v, vals, LEVELS)
+        with np.errstate(all="ignore"):  # huge spans overflow to inf here; the tails then saturate at 0 or 1
+            below = _TAIL_MASS * np.exp(np.minimum((v - vals[:, :1]) / lo_scale[:, None], 0.0))
+            above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v - vals[:, -1:]) / hi_scale[:, None], 0.0))
+        out = np.where(v < vals[:, :1], below, np.where(v > vals[:, -1:], above, inner))
+        return np.clip(np.where(np.isnan(out), 0.0, out), 0.0, 1.0)
 
     def log_pdf(self, v: np.ndarray) -> np.ndarray:
         """Log-density of the value at each x; piecewise constant between grid levels."""
         v = np.asarray(v, dtype=np.float64)
+        vals = self.values
         lo_scale, hi_scale = self._tail_scales()
-        out = np.empty(len(self.x))
         dl = np.diff(LEVELS)
-        for i in range(len(self.x)):
-            row = self.values[i]
-            if v[i] < row[0]:
-                out[i] = np.log(_TAIL_MASS / lo_scale[i]) + (v[i] - row[0]) / lo_scale[i]
-            elif v[i] > row[-1]:
-                out[i] = np.log(_TAIL_MASS / hi_scale[i]) - (v[i] - row[-1]) / hi_scale[i]
-            else:
-                k = min(int(np.searchsorted(row, v[i], side="right")) - 1, len(dl) - 1)
-                k = max(k, 0)
-                out[i] = np.log(dl[k] / max(row[k + 1] - row[k], _MIN_WIDTH))
-        return out
+        k = np.clip(count_le_rows(vals, v[:, None])[:, 0] - 1, 0, len(dl) - 1)
+        rows = np.arange(len(vals))
+        width = np.maximum(vals[rows, k + 1] - vals[rows, k], _MIN_WIDTH)
+        with np.errstate(all="ignore"):
+            inner = np.log(dl[k] / width)
+            below = np.log(_TAIL_MASS / lo_scale) + (v - vals[:, 0]) / lo_scale
+            above = np.log(_TAIL_MASS / hi_scale) - (v - vals[:, -1]) / hi_scale
+        return np.where(v < vals[:, 0], below, np.where(v > vals[:, -1], above, inner))
 
     def crps(self, v: np.ndarray) -> np.ndarray:
         """Continuous ranked probability score, from the quantile (pinball) decomposition."""

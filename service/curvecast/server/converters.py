@@ -141,7 +141,10 @@ def _safe(v: float) -> float:
 
 def _safe_list(a: np.ndarray) -> list:
     """``_safe`` for a whole array at once (the response builder is on every call's hot path)."""
-    return np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=_MAX, neginf=-_MAX).tolist()
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():  # rare: skip nan_to_num's overhead on the common path
+        a = np.nan_to_num(a, nan=0.0, posinf=_MAX, neginf=-_MAX)
+    return a.tolist()
 
 
 _MAX = 1.7976931348623157e308

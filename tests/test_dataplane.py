@@ -1,0 +1,78 @@
+"""The data plane's plan: one engine call per curve covers the asked x, the budget and the decision grid."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from curvecast.dataplane import DataPlane, DataPlaneSettings
+from curvecast.domain.curve import Curve, ForecastQuery, RunInfo
+from curvecast.domain.distribution import Marginals
+from curvecast.domain.validation import Limits, Violations, build_query_x
+from curvecast.engines.base import EngineForecast, EngineInfo
+from curvecast.engines.registry import EngineRegistry
+
+
+class RecordingEngine:
+    name = "analytic"
+
+    def __init__(self) -> None:
+        self.asked: list[np.ndarray] = []
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, "test", "test")
+
+    def forecast(self, queries):
+        out = []
+        for q in queries:
+            x = np.asarray(q.x_query, dtype=np.float64)
+            self.asked.append(x)
+            out.append(EngineForecast(Marginals.from_gaussian(x, 1.0 + 1.0 / x, np.full(len(x), 0.01)), self.name))
+        return out
+
+
+def _run(query: ForecastQuery, settings: DataPlaneSettings = DataPlaneSettings()):
+    engine = RecordingEngine()
+    reg = EngineRegistry()
+    reg.put(engine)
+
+    async def go():
+        dp = DataPlane(reg, ThreadPoolExecutor(1), settings)
+        try:
+            return await dp.forecast(query)
+        finally:
+            await dp.close()
+
+    return asyncio.run(go()), engine.asked
+
+
+def _default_query(total: float = 1000.0) -> ForecastQuery:
+    x = np.arange(10.0, 210.0, 10.0)
+    curve = Curve(x, 2.0 + 5.0 / x)
+    xq = build_query_x(Violations(), [], curve, total, Limits())
+    return ForecastQuery(curve=curve, run=RunInfo(total_steps=total), x_query=xq, target=2.001)
+
+
+def test_default_query_shares_the_decision_grid_inside_the_budget():
+    q = _default_query()
+    st = DataPlaneSettings()
+    result, asked = _run(q, st)
+    (x,) = asked
+    assert np.all(np.diff(x) > 0)
+    # every asked x is evaluated exactly once, and the inside decision points are among them
+    assert len(x) == len(q.x_query) + st.decision_grid_beyond
+    np.testing.assert_array_equal(result.predictions.x, q.x_query)
+    assert result.final.x[0] == 1000.0
+    assert x[-1] == 1000.0 * st.decision_extension
+
+
+def test_explicit_query_points_are_kept_verbatim_beside_the_grid():
+    q = _default_query()
+    odd = np.array([333.3333333, 512.0, 999.9999])
+    q = ForecastQuery(curve=q.curve, run=q.run, x_query=odd, target=q.target)
+    result, (x,) = _run(q)
+    np.testing.assert_array_equal(result.predictions.x, odd)
+    assert set(odd) <= set(x.tolist())
+    assert result.compute_to_target is not None and len(result.compute_to_target.grid_x) == 37
