@@ -76,3 +76,16 @@ def test_explicit_query_points_are_kept_verbatim_beside_the_grid():
     np.testing.assert_array_equal(result.predictions.x, odd)
     assert set(odd) <= set(x.tolist())
     assert result.compute_to_target is not None and len(result.compute_to_target.grid_x) == 37
+
+
+def test_retry_hint_follows_the_queue_and_is_jittered_within_bounds():
+    st = DataPlaneSettings(retry_after_s=0.05, retry_after_max_s=2.0)
+    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), st)
+    idle = [dp.retry_hint_s() for _ in range(200)]
+    assert 0.025 <= min(idle) and max(idle) <= 0.075 and len(set(idle)) > 100  # jittered around the floor
+    dp._observe("analytic", 10, 0.5)  # 50 ms per curve
+    dp._inflight = 20  # 20 curves queued: about 0.5 s of work over two batches in parallel
+    busy = [dp.retry_hint_s({"analytic"}) for _ in range(200)]
+    assert 0.25 <= min(busy) and max(busy) <= 0.75 and np.mean(busy) > 3 * np.mean(idle)
+    dp._inflight = 10_000
+    assert max(dp.retry_hint_s({"analytic"}) for _ in range(50)) <= 1.5 * st.retry_after_max_s

@@ -197,6 +197,38 @@ def test_server_overload_is_resource_exhausted_with_retry_info(tiny_server):
     assert metric(tiny_server, 'curvecast_requests_rejected_total{reason="overloaded"}') >= len(refused)
 
 
+def test_refusals_carry_grpc_pushback_matching_their_retry_info(tiny_server):
+    """gRPC's retry policy (what the SDK uses) waits for ``grpc-retry-pushback-ms``; it must say what RetryInfo says."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    x, y = loss_curve()
+
+    async def burst():
+        async with grpc.aio.insecure_channel(tiny_server.address) as ch:
+            stub = pb_grpc.CurvecastStub(ch)
+            calls = [stub.Forecast(forecast_request(x, y, total_steps=1000 + i), timeout=60) for i in range(12)]
+            out = []
+            for call in calls:
+                try:
+                    await call
+                    out.append(None)
+                except grpc.aio.AioRpcError as err:
+                    out.append(err)
+            return out
+
+    refused = [e for e in asyncio.run(burst()) if e is not None]
+    assert refused
+    for err in refused:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        md = dict(err.trailing_metadata())
+        pushback_s = int(md["grpc-retry-pushback-ms"]) / 1000
+        status = rpc_status.from_call(err)
+        info = error_details_pb2.RetryInfo()
+        assert any(d.Unpack(info) for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR))
+        assert 0 < pushback_s == pytest.approx(info.retry_delay.ToNanoseconds() / 1e9, abs=0.0011)
+
+
 def test_batch_larger_than_admission_limit_is_invalid_not_retryable(tiny_server):
     x, y = loss_curve()
     with Client(tiny_server.address, retries=0) as c:

@@ -1,7 +1,8 @@
 """Channel set-up shared by the sync and async clients: targets, retries, load balancing, credentials.
 
 Retries use gRPC's own retry policy (exponential backoff with jitter), and only for codes that are safe
-to retry because the server did no work: UNAVAILABLE and RESOURCE_EXHAUSTED. Several addresses (or a
+to retry because the server did no work: UNAVAILABLE and RESOURCE_EXHAUSTED. A refused call's retry waits
+the server's ``grpc-retry-pushback-ms`` (the same delay as its RetryInfo) instead of the local backoff. Several addresses (or a
 ``dns:///`` name of a headless Kubernetes service) are balanced client-side with round_robin.
 """
 

@@ -8,6 +8,7 @@ decisions) lives in this module and below, so it can be tested and benchmarked w
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -65,7 +66,8 @@ class DataPlaneSettings:
     decision_grid_inside: int = 25
     decision_grid_beyond: int = 12
     decision_extension: float = 4.0
-    retry_after_s: float = 0.05
+    retry_after_s: float = 0.05  # the shortest retry hint; longer when the queue needs longer to drain
+    retry_after_max_s: float = 2.0
 
 
 class DataPlane:
@@ -110,6 +112,13 @@ class DataPlane:
         per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
         return self._inflight * per_curve / self._parallel
 
+    def retry_hint_s(self, engines: set[str] | None = None) -> float:
+        """When a refused caller should come back: about when the queued work is done, jittered
+        (x0.5..1.5) so refused clients do not all return at the same instant."""
+        st = self.settings
+        base = min(max(self.expected_wait_s(engines), st.retry_after_s), st.retry_after_max_s)
+        return base * random.uniform(0.5, 1.5)
+
     def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
         if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
             raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "
@@ -118,10 +127,10 @@ class DataPlane:
             wait = self.expected_wait_s(engines)
             if time.monotonic() + wait > deadline:  # it would only queue to time out: say so now
                 raise Overloaded(f"server busy: about {wait:.2f} s of queued work, more than this call's deadline "
-                                 "allows; retry shortly or with a longer deadline", self.settings.retry_after_s)
+                                 "allows; retry shortly or with a longer deadline", self.retry_hint_s(engines))
         if self._inflight + n > self.settings.max_inflight_curves:
             raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
-                             f"{self.settings.max_inflight_curves}); retry shortly", self.settings.retry_after_s)
+                             f"{self.settings.max_inflight_curves}); retry shortly", self.retry_hint_s(engines))
         self._inflight += n
 
     # ---- forecasting ----------------------------------------------------------------------------

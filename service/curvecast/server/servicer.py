@@ -72,7 +72,11 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
         log.exception("unexpected error in %s", method, exc_info=exc)
     elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         metrics.REJECTED.labels("overloaded").inc()
-    await context.abort_with_status(rpc_status.to_status(_status(exc)))
+    status = rpc_status.to_status(_status(exc))
+    if isinstance(exc, Overloaded):  # gRPC's own retry policy waits this long (the SDK retries that way)
+        pushback = (("grpc-retry-pushback-ms", str(max(int(exc.retry_after_s * 1000), 1))),)
+        status = status._replace(trailing_metadata=status.trailing_metadata + pushback)
+    await context.abort_with_status(status)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
