@@ -1,7 +1,8 @@
 """Dynamic micro-batching: concurrent requests for one engine are grouped into one engine call.
 
 Like Triton's dynamic batcher: the first waiting query opens a window of at most ``max_delay_s``;
-the batch closes early when ``max_batch`` queries are waiting. Engine work runs in an executor so the
+the batch closes early when ``max_batch`` queries are waiting. An idle engine opens no window: a lone
+query starts at once (no added latency at low load), and under load batches form while the engine is busy. Engine work runs in an executor so the
 event loop only ever routes messages. At most ``max_concurrent_batches`` batches are in the executor at
 once: further queries wait in the queue (bounded by the data plane's admission limit), where a cancelled
 caller costs nothing and where they form larger batches under load. Queries whose deadline has passed
@@ -46,7 +47,7 @@ class MicroBatcher:
         self._slots: asyncio.Semaphore | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._running_batches = 0
+        self._running_batches = 0  # dispatched and not yet answered
 
     @property
     def depth(self) -> int:
@@ -89,7 +90,7 @@ class MicroBatcher:
                 self._slots.release()
                 continue
             batch = [first]
-            window_end = loop.time() + self._max_delay_s
+            window_end = loop.time() + (self._max_delay_s if self._running_batches else 0.0)
             while len(batch) < self._max_batch:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -103,6 +104,7 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
+            self._running_batches += 1
             loop.create_task(self._dispatch(batch))
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
@@ -110,6 +112,7 @@ class MicroBatcher:
             await self._dispatch_batch(batch)
         finally:
             assert self._slots is not None
+            self._running_batches -= 1
             self._slots.release()
 
     async def _dispatch_batch(self, batch: list[_Pending]) -> None:
@@ -125,16 +128,12 @@ class MicroBatcher:
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        self._running_batches += 1
-        try:
-            results = await loop.run_in_executor(self._executor, _run_live, engine, live)
-            failed = [k for k, r in enumerate(results) if isinstance(r, _BatchFailure)]
-            if len(failed) > 1:
-                # the engine raised for the whole batch: retry one query at a time so only the culprit fails
-                for k in failed:
-                    results[k] = (await loop.run_in_executor(self._executor, _run_live, engine, [live[k]]))[0]
-        finally:
-            self._running_batches -= 1
+        results = await loop.run_in_executor(self._executor, _run_live, engine, live)
+        failed = [k for k, r in enumerate(results) if isinstance(r, _BatchFailure)]
+        if len(failed) > 1:
+            # the engine raised for the whole batch: retry one query at a time so only the culprit fails
+            for k in failed:
+                results[k] = (await loop.run_in_executor(self._executor, _run_live, engine, [live[k]]))[0]
         computed = sum(1 for r in results if not isinstance(r, DeadlineExceeded))
         if self._observer is not None and computed:
             self._observer(engine.name, computed, time.perf_counter() - started)

@@ -134,16 +134,20 @@ class DataPlane:
         self._inflight += n
 
     # ---- forecasting ----------------------------------------------------------------------------
-    async def forecast(self, query: ForecastQuery, deadline: float | None = None) -> ForecastResult:
-        result = (await self.forecast_many([query], deadline))[0]
+    async def forecast(self, query: ForecastQuery, deadline: float | None = None,
+                       post: Callable[[ForecastResult], T] | None = None) -> ForecastResult | T:
+        result = (await self.forecast_many([query], deadline, post))[0]
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def forecast_many(self, queries: Sequence[ForecastQuery],
-                            deadline: float | None = None) -> list[ForecastResult | BaseException]:
+    async def forecast_many(self, queries: Sequence[ForecastQuery], deadline: float | None = None,
+                            post: Callable[[ForecastResult], T] | None = None) -> list[ForecastResult | T | BaseException]:
         """Forecast several runs; each item succeeds or fails on its own (an item that cannot be
         planned, names an unavailable engine or breaks the decision code fails alone).
+
+        ``post`` (e.g. the servicer's response builder) is applied to each result in the same worker
+        thread that finishes it: one thread hop per call instead of two.
 
         Admission refuses the call at once (``Overloaded``) when the curves in flight would exceed the
         limit, or when the work already queued would outlast the caller's deadline."""
@@ -174,7 +178,7 @@ class DataPlane:
             gathered = await asyncio.gather(*(job for _, job in jobs.values()))
             for (name, (idx, _)), results in zip(jobs.items(), gathered):
                 per_engine[name] = dict(zip(idx, results))
-            return await self.offload(self._finish_all, queries, early, plans, names, per_engine)
+            return await self.offload(self._finish_all, queries, early, plans, names, per_engine, post)
         finally:
             self._inflight -= len(queries)
 
@@ -183,14 +187,15 @@ class DataPlane:
         and admission answer at once even while a large batch is being finished."""
         return await asyncio.get_running_loop().run_in_executor(self._post, fn, *args)
 
-    def _finish_all(self, queries, early, plans, names, per_engine) -> list[ForecastResult | BaseException]:
-        out: list[ForecastResult | BaseException] = []
+    def _finish_all(self, queries, early, plans, names, per_engine, post=None) -> list:
+        out: list = []
         for k, q in enumerate(queries):
             if k in early:
                 out.append(early[k])
                 continue
             try:
-                out.append(self._finish(k, q, plans[k], names[k], per_engine))
+                result = self._finish(k, q, plans[k], names[k], per_engine)
+                out.append(post(result) if post is not None and not isinstance(result, BaseException) else result)
             except Exception as exc:  # noqa: BLE001 - e.g. the decision code failed for this curve
                 out.append(exc)
         return out

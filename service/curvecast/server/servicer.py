@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import grpc
 from google.protobuf import any_pb2
@@ -18,7 +19,7 @@ from curvecast_api.v1 import curvecast_pb2 as pb
 from curvecast_api.v1 import curvecast_pb2_grpc as pb_grpc
 
 from .. import __version__
-from ..dataplane import DataPlane
+from ..dataplane import DataPlane, ForecastResult
 from ..domain.curve import DEFAULT_QUANTILES, StopPolicy
 from ..domain.errors import DeadlineExceeded, EngineUnavailable, InvalidRequest, Overloaded
 from ..domain.validation import Limits
@@ -79,6 +80,12 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     await context.abort_with_status(status)
 
 
+def _respond(result: ForecastResult, request_id: str = "") -> pb.ForecastResponse:
+    """Wire response for one result; runs in the data plane's worker thread (see ``DataPlane.forecast_many``)."""
+    metrics.RECOMMENDATIONS.labels(result.recommendation.action.value).inc()
+    return converters.forecast_response(result, request_id)
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -93,9 +100,7 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
     async def Forecast(self, request: pb.ForecastRequest, context: grpc.aio.ServicerContext) -> pb.ForecastResponse:
         try:
             query = converters.forecast_query(request, self._limits, self._policy)
-            result = await self._dp.forecast(query, _deadline(context))
-            metrics.RECOMMENDATIONS.labels(result.recommendation.action.value).inc()
-            return await self._dp.offload(converters.forecast_response, result, request.request_id)
+            return await self._dp.forecast(query, _deadline(context), post=partial(_respond, request_id=request.request_id))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a clean status
             await _abort(context, exc, "Forecast")
             raise  # unreachable: abort raises
@@ -108,8 +113,9 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
                 raise InvalidRequest.single("requests", f"has {n} items; the limit is {self._limits.max_batch_requests}")
             items: list[pb.ForecastBatchItem | None] = [None] * n
             queries, where = await self._dp.offload(self._validate_batch, request, items)
-            results = await self._dp.forecast_many(queries, _deadline(context)) if queries else []
-            return await self._dp.offload(self._batch_response, request, items, where, results)
+            ids = [request.requests[i].request_id for i in where]
+            results = await self._dp.forecast_many(queries, _deadline(context), post=_respond) if queries else []
+            return await self._dp.offload(self._batch_response, items, where, results, ids)
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc, "ForecastBatch")
             raise
@@ -127,9 +133,9 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
         return queries, where
 
     @staticmethod
-    def _batch_response(request: pb.ForecastBatchRequest, items: list, where: list[int],
-                        results: list) -> pb.ForecastBatchResponse:
-        for i, res in zip(where, results):
+    def _batch_response(items: list, where: list[int], results: list, ids: list[str]) -> pb.ForecastBatchResponse:
+        """Results are responses already (built by ``_respond`` in the data plane's worker) or errors."""
+        for i, res, rid in zip(where, results, ids):
             if isinstance(res, BaseException):
                 code, message = classify(res)
                 if code is grpc.StatusCode.INTERNAL:
@@ -139,8 +145,9 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
                     err = converters.prefix_violations(res, f"requests[{i}].")
                 items[i] = pb.ForecastBatchItem(error=converters.batch_error(_CODE_OF.get(code, code_pb2.INTERNAL), err))
             else:
-                metrics.RECOMMENDATIONS.labels(res.recommendation.action.value).inc()
-                items[i] = pb.ForecastBatchItem(response=converters.forecast_response(res, request.requests[i].request_id))
+                if rid:
+                    res.request_id = rid
+                items[i] = pb.ForecastBatchItem(response=res)
         return pb.ForecastBatchResponse(results=items)
 
     async def FitScalingLaw(self, request: pb.FitScalingLawRequest,
