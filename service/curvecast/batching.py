@@ -32,11 +32,14 @@ class _Pending:
 
 
 BatchObserver = Callable[[str, int, float], None]  # (engine name, batch size, seconds) -> None
+# the batcher also reports how many of its batches overlapped this one on average (>= 1): two batches
+# that share two cores (or one GIL) each take longer, so cost per curve is seconds / size / overlap
+BatchTiming = Callable[[str, int, float, float], None]
 
 
 class MicroBatcher:
     def __init__(self, engine_getter: Callable[[], Engine], executor: Executor, *, max_batch: int = 64,
-                 max_delay_s: float = 0.002, observer: BatchObserver | None = None,
+                 max_delay_s: float = 0.002, observer: BatchTiming | None = None,
                  max_concurrent_batches: int = 2) -> None:
         self._engine_getter = engine_getter
         self._executor = executor
@@ -127,7 +130,7 @@ class MicroBatcher:
                     item.future.set_exception(exc)
             return
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        started, overlap_at_start = time.perf_counter(), self._running_batches
         results = await loop.run_in_executor(self._executor, _run_live, engine, live)
         failed = [k for k, r in enumerate(results) if isinstance(r, _BatchFailure)]
         if len(failed) > 1:
@@ -136,7 +139,8 @@ class MicroBatcher:
                 results[k] = (await loop.run_in_executor(self._executor, _run_live, engine, [live[k]]))[0]
         computed = sum(1 for r in results if not isinstance(r, DeadlineExceeded))
         if self._observer is not None and computed:
-            self._observer(engine.name, computed, time.perf_counter() - started)
+            overlap = max(1.0, 0.5 * (overlap_at_start + self._running_batches))
+            self._observer(engine.name, computed, time.perf_counter() - started, overlap)
         for item, result in zip(live, results):
             if item.future.done():
                 continue

@@ -86,7 +86,6 @@ class DataPlane:
         self._batch_args = dict(max_batch=max_batch, max_delay_s=max_delay_s, observer=self._observe,
                                 max_concurrent_batches=max_concurrent_batches)
         self._observer = observer
-        self._parallel = max(1, max_concurrent_batches)
         self._curve_s: dict[str, float] = {}  # recent engine seconds per curve (EWMA), per engine
         self._inflight = 0
 
@@ -99,18 +98,20 @@ class DataPlane:
     def queue_depth(self) -> int:
         return sum(b.depth for b in self._batchers.values())
 
-    def _observe(self, engine: str, size: int, seconds: float) -> None:
-        per_curve = seconds / max(size, 1)
+    def _observe(self, engine: str, size: int, seconds: float, overlap: float = 1.0) -> None:
+        per_curve = seconds / max(size, 1) / max(overlap, 1.0)  # throughput cost: overlapping batches shared the CPU
         old = self._curve_s.get(engine)
         self._curve_s[engine] = per_curve if old is None else 0.8 * old + 0.2 * per_curve
         if self._observer is not None:
             self._observer(engine, size, seconds)
 
     def expected_wait_s(self, engines: set[str] | None = None) -> float:
-        """Rough time the curves already admitted need before a new one starts (queue ahead / parallelism)."""
+        """Rough time the curves already admitted need before a new one starts: curves in flight times
+        the measured cost per curve at the throughput the engines reached (overlapping batches counted
+        once, so a GIL-bound engine is not assumed to run twice as fast with two batches in flight)."""
         names = engines if engines is not None else set(self._curve_s)
         per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
-        return self._inflight * per_curve / self._parallel
+        return self._inflight * per_curve
 
     def retry_hint_s(self, engines: set[str] | None = None) -> float:
         """When a refused caller should come back: about when the queued work is done, jittered
