@@ -91,3 +91,17 @@ def test_retry_hint_follows_the_queue_and_is_jittered_within_bounds():
     assert 0.5 <= min(busy) and max(busy) <= 1.5 and np.mean(busy) > 3 * np.mean(idle)
     dp._inflight = 10_000
     assert max(dp.retry_hint_s({"analytic"}) for _ in range(50)) <= 1.5 * st.retry_after_max_s
+
+
+def test_engine_hint_caps_concurrent_batches():
+    class OneAtATime(RecordingEngine):
+        def info(self) -> EngineInfo:
+            return EngineInfo(self.name, "test", "test", concurrent_batches=1)
+
+    reg = EngineRegistry()
+    reg.put(OneAtATime())
+    dp = DataPlane(reg, ThreadPoolExecutor(2), max_concurrent_batches=4)
+    assert dp._batcher("analytic")._max_concurrent == 1
+    reg2 = EngineRegistry()
+    reg2.put(RecordingEngine())
+    assert DataPlane(reg2, ThreadPoolExecutor(2), max_concurrent_batches=4)._batcher("analytic")._max_concurrent == 4

@@ -266,7 +266,11 @@ class DataPlane:
 
     def _batcher(self, name: str) -> MicroBatcher:
         if name not in self._batchers:
-            self._batchers[name] = MicroBatcher(self.registry.getter(name), self._executor, **self._batch_args)
+            args = dict(self._batch_args)
+            hint = self.registry.get(name).info().concurrent_batches
+            if hint > 0:
+                args["max_concurrent_batches"] = min(hint, int(args["max_concurrent_batches"]))
+            self._batchers[name] = MicroBatcher(self.registry.getter(name), self._executor, **args)
         return self._batchers[name]
 
     # ---- scaling laws ---------------------------------------------------------------------------

@@ -31,6 +31,9 @@ class EngineInfo:
     provider: str  # e.g. "CPUExecutionProvider", "CUDAExecutionProvider", "numpy"
     available: bool = True
     detail: str = ""
+    # batches worth running at once (0: the server's --engine-threads). 1 suits an engine whose batch
+    # already uses every core, or that holds the GIL: a second batch would only slow the first down.
+    concurrent_batches: int = 0
 
 
 @runtime_checkable
