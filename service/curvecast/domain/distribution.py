@@ -107,10 +107,9 @@ class Marginals:
         if len(parts) == 1:
             return parts[0]
         x = parts[0].x
-        lo = np.min([p.values[:, 0] for p in parts], axis=0)
-        hi = np.max([p.values[:, -1] for p in parts], axis=0)
-        grid = np.linspace(0.0, 1.0, 401)
-        support = lo[:, None] + (hi - lo)[:, None] * grid[None, :]  # (m, G)
+        # every part's CDF is linear between its own quantile values, so the mixture's CDF is linear
+        # between the union of them: inverting it there is exact, and all levels lie inside that range
+        support = np.sort(np.concatenate([p.values for p in parts], axis=1), axis=1)  # (m, P*K)
         cdf = np.maximum.accumulate(sum(wi * p.cdf_grid(support) for wi, p in zip(w, parts)), axis=1)
         values = interp_rows(np.broadcast_to(LEVELS, (len(x), len(LEVELS))), cdf, support)
         mean = sum(wi * p.mean for wi, p in zip(w, parts))
