@@ -61,7 +61,7 @@ OPTIONS: dict[str, str] = {
     "ort_threads": "onnxruntime intra-op threads per inference",
     "analytic_workers": "processes for analytic fits, so batches do not serialise on the GIL (0 = in threads)",
     "max_batch": "largest dynamic batch of curves per engine call",
-    "max_delay_ms": "longest a curve waits for its batch to fill, milliseconds",
+    "max_delay_ms": "longest a curve waits for its batch to fill while the engine is busy (an idle engine starts at once), milliseconds",
     "max_inflight_curves": "curves admitted at once; beyond it calls get RESOURCE_EXHAUSTED",
     "max_message_mb": "largest request or response message, MiB",
     "grace_s": "seconds in-flight calls get to finish after SIGTERM",
