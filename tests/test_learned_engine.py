@@ -12,7 +12,7 @@ import pytest
 from curvecast.domain.curve import Curve, ForecastQuery, Goal, LrSchedule, RunInfo, ScheduleShape
 from curvecast.engines.base import EngineForecast
 from curvecast.engines.learned import LearnedEngine, ModelLoadError
-from curvecast.engines.learned.engine import bar_log_density, bar_mean, bar_quantiles
+from curvecast.engines.learned.engine import bar_log_density, bar_mean, bar_quantiles, group_cost, plan_groups
 
 MODELS = Path(__file__).resolve().parents[1] / "service" / "curvecast" / "models"
 CARD = MODELS / "model-card.json"
@@ -92,6 +92,48 @@ def test_bar_quantiles_are_consistent_with_the_bucket_masses():
     q = bar_quantiles(probs, borders, np.array([0.05, 0.95]))
     np.testing.assert_allclose(q[0], [0.0, 1.0], atol=1e-9)
     np.testing.assert_allclose(bar_mean(probs, borders), [0.5], atol=1e-12)
+
+
+def test_bar_quantiles_tails_match_the_half_normal_where_mass_sits_in_the_outer_buckets():
+    borders = np.linspace(0.0, 1.0, 11)
+    probs = np.array([[0.5] + [0.0] * 8 + [0.5], [0.1] * 10])
+    q = bar_quantiles(probs, borders, np.array([0.01, 0.25, 0.75, 0.99]))
+    s = 0.1 / 0.6744897501960817  # tail scale: the outer bucket's width is the half-normal's median
+    from scipy import special
+
+    np.testing.assert_allclose(q[0], [0.1 - s * special.ndtri(0.99), 0.1 - s * special.ndtri(0.75),
+                                      0.9 + s * special.ndtri(0.75), 0.9 + s * special.ndtri(0.99)], rtol=1e-9)
+    np.testing.assert_allclose(q[1, 1:3], [0.25, 0.75], atol=1e-12)
+
+
+# ---- batching plan -------------------------------------------------------------------------------
+def _check_plan(sizes, max_batch):
+    groups = plan_groups(sizes, max_batch)
+    assert groups[0][0] == 0 and groups[-1][1] == len(sizes)
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # contiguous, no gaps or overlaps
+    assert all(0 < stop - start <= max_batch for start, stop in groups)
+    return groups
+
+
+def test_plan_groups_splits_mixed_context_lengths():
+    sizes = [(10, 12)] * 32 + [(96, 12)] * 32
+    assert _check_plan(sizes, 64) == [(0, 32), (32, 64)]
+    rng = np.random.default_rng(0)
+    sizes = sorted((int(n), int(m)) for n, m in zip(rng.integers(1, 97, 300), rng.integers(1, 100, 300)))
+    groups = _check_plan(sizes, 64)
+
+    def total(gs):
+        return sum(group_cost(b - a, sizes[b - 1][0], max(m for _, m in sizes[a:b])) for a, b in gs)
+
+    fixed = [(s, min(s + 64, len(sizes))) for s in range(0, len(sizes), 64)]
+    assert total(groups) < 0.9 * total(fixed)
+
+
+def test_plan_groups_keeps_equal_lengths_together_and_handles_edges():
+    assert _check_plan([(40, 20)] * 64, 64) == [(0, 64)]  # nothing to gain from splitting
+    assert len(_check_plan([(40, 20)] * 130, 64)) == 3
+    assert plan_groups([], 64) == []
+    assert plan_groups([(1, 0)], 64) == [(0, 1)]
 
 
 # ---- artifact integrity --------------------------------------------------------------------------
@@ -187,3 +229,46 @@ def test_cooldown_ahead_is_anticipated(engine):
     end_wsd = engine.forecast([loss_query(50, budget, wsd)])[0].marginals.quantile(0.5)[-1]
     end_const = engine.forecast([loss_query(50, budget, const)])[0].marginals.quantile(0.5)[-1]
     assert end_wsd < end_const
+
+
+# ---- int8 variant -------------------------------------------------------------------------------
+def test_quantized_variant_is_listed_verified_and_close_to_float(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime.quantization")
+    from training.export import export_onnx, sha256_of
+    from training.model import CurvePFN, ModelConfig
+    from training.quantize import main as quantize_main
+
+    torch.manual_seed(0)
+    model = CurvePFN(ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=64, n_buckets=50, d_dec=64),
+                     torch.linspace(-1.0, 2.0, 51)).eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    (tmp_path / "model-card.json").write_text(json.dumps(
+        {"name": "m", "file": path.name, "sha256": sha256_of(path), "size_bytes": path.stat().st_size}))
+    q_path = tmp_path / "m-int8.onnx"
+    q_path.write_bytes(path.read_bytes())
+    with pytest.raises(ModelLoadError, match="describes"):  # not listed in the card: refused
+        LearnedEngine.load(q_path, warmup=False)
+    quantize_main(["--model", str(path)])
+    card = json.loads((tmp_path / "model-card.json").read_text())
+    assert card["sha256"] == sha256_of(path) and card["variants"]["m-int8.onnx"]["sha256"] == sha256_of(q_path)
+    assert q_path.stat().st_size < path.stat().st_size
+
+    fp = LearnedEngine.load(path, threads=1)
+    q8 = LearnedEngine.load(q_path, threads=1)
+    assert q8.card["file"] == q_path.name and q8.card["variant_of"] == fp.card["sha256"]
+    assert q8.info().version != fp.info().version
+    rng = np.random.default_rng(0)
+    cx = rng.uniform(0, 1, (3, 20, 5)).astype(np.float32)
+    cy = rng.uniform(0, 1, (3, 20)).astype(np.float32)
+    qx = rng.uniform(0, 1, (3, 8, 5)).astype(np.float32)
+    args = (cx, cy, np.ones((3, 20), np.float32), qx)
+    lp_f, lp_q = fp.runtime.run(*args), q8.runtime.run(*args)
+    assert 0.0 < np.abs(lp_f - lp_q).max() < 0.1  # really quantised, still close
+
+    data = bytearray(q_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    q_path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        LearnedEngine.load(q_path, warmup=False)

@@ -3,7 +3,8 @@
 Per query: normalise the observed prefix (``normalization``), reduce long curves to a bounded
 context that keeps the tail, run the model for the queried positions, turn the bar distribution
 (half-normal tails) into the shared quantile grid and map it back to the caller's units, clipped to
-the metric's known bounds. Queries are grouped by context length so padding stays small; a failure
+the metric's known bounds. Queries sorted by context length are split into padded groups by a small
+cost model (``plan_groups``), and each group's quantiles are computed in one numpy pass; a failure
 while preparing one query, or while running one group, is returned for those queries only.
 """
 
@@ -29,6 +30,7 @@ from .runtime import OnnxRuntime
 MAX_CONTEXT = 96  # the model was trained on 1..99 context points
 TAIL_KEEP = 32  # newest points always kept verbatim when a long curve is reduced
 MAX_BATCH = 64
+SUMMARY_ROWS = 2048  # query rows turned into quantiles per numpy pass (about 50 MB of float64 temporaries)
 CARD_NAME = "model-card.json"
 HALF_NORMAL_MEDIAN = 0.6744897501960817
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -63,7 +65,9 @@ def bar_quantiles(probs: np.ndarray, borders: np.ndarray, levels: np.ndarray = L
     m, k = probs.shape
     if m == 0:
         return np.empty((0, len(levels)))
-    cdf = np.concatenate([np.zeros((m, 1)), np.cumsum(probs, axis=1)], axis=1)
+    cdf = np.empty((m, k + 1))
+    cdf[:, 0] = 0.0
+    np.cumsum(probs, axis=1, out=cdf[:, 1:])
     cdf[:, -1] = 1.0
     # bucket of each level, by one searchsorted over all rows (row r shifted by 2r keeps it sorted)
     shift = 2.0 * np.arange(m)[:, None]
@@ -72,15 +76,19 @@ def bar_quantiles(probs: np.ndarray, borders: np.ndarray, levels: np.ndarray = L
     j = np.clip(j - (k - 1) * np.arange(m)[:, None], 0, k - 1)
     c_j = np.take_along_axis(cdf, j, axis=1)
     p_j = np.maximum(np.take_along_axis(probs, j, axis=1), 1e-30)
-    inner = borders[j] + np.clip((levels[None, :] - c_j) / p_j, 0.0, 1.0) * np.diff(borders)[j]
+    out = borders[j] + np.clip((levels[None, :] - c_j) / p_j, 0.0, 1.0) * np.diff(borders)[j]
     s_lo, s_hi = _tail_scales(borders)
-    p0 = np.maximum(probs[:, :1], 1e-30)
-    q_lo = np.clip(1.0 - levels[None, :] / (2.0 * p0), 0.5, 1.0 - 1e-12)
-    lower = borders[1] - s_lo * special.ndtri(q_lo)
-    pk = np.maximum(probs[:, -1:], 1e-30)
-    q_hi = np.clip(0.5 * (1.0 + (levels[None, :] - cdf[:, -2:-1]) / pk), 0.5, 1.0 - 1e-12)
-    upper = borders[-2] + s_hi * special.ndtri(q_hi)
-    return np.where(j == 0, lower, np.where(j == k - 1, upper, inner))
+    lev = np.broadcast_to(levels[None, :], j.shape)
+    lo = j == 0  # levels in the outer buckets: half-normal quantiles (rare, so computed only there)
+    if lo.any():
+        p0 = np.broadcast_to(np.maximum(probs[:, :1], 1e-30), j.shape)[lo]
+        out[lo] = borders[1] - s_lo * special.ndtri(np.clip(1.0 - lev[lo] / (2.0 * p0), 0.5, 1.0 - 1e-12))
+    hi = j == k - 1
+    if hi.any():
+        pk = np.broadcast_to(np.maximum(probs[:, -1:], 1e-30), j.shape)[hi]
+        below = np.broadcast_to(cdf[:, -2:-1], j.shape)[hi]
+        out[hi] = borders[-2] + s_hi * special.ndtri(np.clip(0.5 * (1.0 + (lev[hi] - below) / pk), 0.5, 1.0 - 1e-12))
+    return out
 
 
 def bar_mean(probs: np.ndarray, borders: np.ndarray) -> np.ndarray:
@@ -162,6 +170,44 @@ def prepare(q: ForecastQuery, log_positions_for_samples: bool = False) -> Prepar
     return Prepared(nz.features_at(t_ctx, grid), z, nz.features_at(t_qry, grid), transform, tuple(warnings))
 
 
+# ---- batching -------------------------------------------------------------------------------------
+RUN_OVERHEAD_TOKENS = 12.0  # fixed cost of one onnxruntime call per intra-op thread, in token-equivalents
+ATTENTION_TOKENS = 300.0  # context length at which attention doubles a token's cost
+
+
+def group_cost(b, n_ctx, n_qry, overhead: float = RUN_OVERHEAD_TOKENS):
+    """Modelled cost of one padded call: every row pays for the longest context and query list."""
+    return overhead + b * (n_ctx + np.maximum(n_qry, 1)) * (1.0 + n_ctx / ATTENTION_TOKENS)
+
+
+def plan_groups(sizes: Sequence[tuple[int, int]], max_batch: int,
+                overhead: float = RUN_OVERHEAD_TOKENS) -> list[tuple[int, int]]:
+    """Split items sorted by context length into contiguous groups ``[start, stop)`` of at most
+    ``max_batch`` that minimise the modelled padded cost (an exact dynamic programme over split points).
+
+    One group padded to the longest context wastes up to half its FLOPs on a mixed batch; many tiny
+    groups pay the per-call overhead instead, so the split is chosen by ``group_cost``.
+    """
+    n = len(sizes)
+    max_batch = max(1, int(max_batch))
+    qry = np.array([m for _, m in sizes], dtype=np.float64)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for stop in range(1, n + 1):
+        lo = max(stop - max_batch, 0)
+        starts = np.arange(lo, stop)
+        n_qry = np.maximum.accumulate(qry[lo:stop][::-1])[::-1]  # longest query list in [start, stop)
+        cost = best[lo:stop] + group_cost(stop - starts, float(sizes[stop - 1][0]), n_qry, overhead)
+        k = int(np.argmin(cost))
+        best[stop], cut[stop] = cost[k], lo + k
+    groups = []
+    stop = n
+    while stop > 0:
+        groups.append((int(cut[stop]), stop))
+        stop = int(cut[stop])
+    return groups[::-1]
+
+
 # ---- the engine -----------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -186,7 +232,11 @@ class LearnedEngine:
     def load(
         cls, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None, warmup: bool = True
     ) -> "LearnedEngine":
-        """Load an ONNX file after checking it against the sha256 in ``model-card.json`` beside it."""
+        """Load an ONNX file after checking it against the sha256 in ``model-card.json`` beside it.
+
+        ``path`` is the model file, its card, or their folder. A file listed under the card's
+        ``variants`` (the int8 copy written by ``training.quantize``) is checked against its own entry.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / CARD_NAME
@@ -197,8 +247,7 @@ class LearnedEngine:
         else:
             card_path = path.parent / CARD_NAME
             card = cls._read_card(card_path)
-        if card.get("file") != path.name:
-            raise ModelLoadError(f"model card {card_path} describes {card.get('file')!r}, not {path.name!r}")
+        card = cls._card_for(card, path.name, card_path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
         size = path.stat().st_size
@@ -214,6 +263,19 @@ class LearnedEngine:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for bad files
             raise ModelLoadError(f"onnxruntime could not load {path}: {exc}") from exc
         return cls(runtime, card)
+
+    @staticmethod
+    def _card_for(card: dict, file_name: str, card_path: Path) -> dict:
+        """The card as it applies to ``file_name``: the card itself, or one of its variants merged in."""
+        if card.get("file") == file_name:
+            return card
+        variant = card.get("variants", {}).get(file_name)
+        if not isinstance(variant, dict):
+            raise ModelLoadError(f"model card {card_path} describes {card.get('file')!r}, not {file_name!r}")
+        merged = {k: v for k, v in card.items() if k != "variants"}
+        merged.update(variant)
+        merged.update(file=file_name, name=Path(file_name).stem, variant_of=card.get("sha256"))
+        return merged
 
     @staticmethod
     def _read_card(card_path: Path) -> dict:
@@ -240,18 +302,19 @@ class LearnedEngine:
                 prepared[i] = prepare(q, self.log_positions_for_samples)
             except Exception as exc:  # noqa: BLE001 - reported for this query only
                 results[i] = exc
-        order = sorted(prepared, key=lambda i: len(prepared[i].ctx_z))  # bucket by context length
-        for start in range(0, len(order), self.max_batch):
-            group = order[start : start + self.max_batch]
+        order = sorted(prepared, key=lambda i: (len(prepared[i].ctx_z), len(prepared[i].qry_x)))
+        sizes = [(len(prepared[i].ctx_z), len(prepared[i].qry_x)) for i in order]
+        for start, stop in plan_groups(sizes, self.max_batch, RUN_OVERHEAD_TOKENS * max(1, self.runtime.threads)):
+            group = order[start:stop]
             try:
-                outs = self._run_group([prepared[i] for i in group])
+                summaries = self._bar_summaries(self._run_group([prepared[i] for i in group]))
             except Exception as exc:  # noqa: BLE001
                 for i in group:
                     results[i] = exc
                 continue
-            for i, log_probs in zip(group, outs):
+            for i, (zq, zm) in zip(group, summaries):
                 try:
-                    results[i] = self._finish(queries[i], prepared[i], log_probs)
+                    results[i] = self._finish(queries[i], prepared[i], zq, zm)
                 except Exception as exc:  # noqa: BLE001
                     results[i] = exc
         return [r if r is not None else RuntimeError("no result") for r in results]
@@ -272,12 +335,22 @@ class LearnedEngine:
         log_probs = self.runtime.run(cx, cy, mask, qx)
         return [log_probs[r, : len(p.qry_x)] for r, p in enumerate(items)]
 
-    def _finish(self, q: ForecastQuery, p: Prepared, log_probs: np.ndarray) -> EngineForecast:
+    def _bar_summaries(self, outs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Model-space quantiles (m, L) and means (m,) per query, computed for the whole group at once."""
+        sizes = [len(lp) for lp in outs]
+        log_probs = np.concatenate(outs, axis=0) if outs else np.empty((0, len(self.borders) - 1), np.float32)
+        zq = np.empty((len(log_probs), len(LEVELS)))
+        zm = np.empty(len(log_probs))
         with np.errstate(all="ignore"):
-            probs = np.exp(log_probs.astype(np.float64))
-            probs /= probs.sum(axis=1, keepdims=True)
-            zq = bar_quantiles(probs, self.borders)
-            zm = bar_mean(probs, self.borders)
+            for s in range(0, len(log_probs), SUMMARY_ROWS):  # bounded float64 temporaries
+                probs = np.exp(log_probs[s : s + SUMMARY_ROWS]).astype(np.float64)  # float32 exp: ~10x faster
+                probs /= probs.sum(axis=1, keepdims=True)
+                zq[s : s + SUMMARY_ROWS] = bar_quantiles(probs, self.borders)
+                zm[s : s + SUMMARY_ROWS] = bar_mean(probs, self.borders)
+        cuts = np.cumsum(sizes)[:-1]
+        return list(zip(np.split(zq, cuts), np.split(zm, cuts)))
+
+    def _finish(self, q: ForecastQuery, p: Prepared, zq: np.ndarray, zm: np.ndarray) -> EngineForecast:
         t = p.transform
         marg = Marginals.from_quantile_values(np.asarray(q.x_query, np.float64), zq, zm)
         marg = marg.affine(1.0 / t.b, -t.a / t.b).clip(q.curve.lower_bound, q.curve.upper_bound)
