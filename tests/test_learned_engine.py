@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 from curvecast.domain.curve import Curve, ForecastQuery, Goal, LrSchedule, RunInfo, ScheduleShape
 from curvecast.engines.base import EngineForecast
 from curvecast.engines.learned import LearnedEngine, ModelLoadError
-from curvecast.engines.learned.engine import bar_log_density, bar_mean, bar_quantiles, group_cost, plan_groups
+from curvecast.engines.learned.engine import (ANCHORS, bar_log_density, bar_mean, bar_quantiles, choose_anchors, group_cost,
+                                              plan_groups, prepare)
 
 MODELS = Path(__file__).resolve().parents[1] / "service" / "curvecast" / "models"
 CARD = MODELS / "model-card.json"
@@ -134,6 +136,44 @@ def test_plan_groups_keeps_equal_lengths_together_and_handles_edges():
     assert len(_check_plan([(40, 20)] * 130, 64)) == 3
     assert plan_groups([], 64) == []
     assert plan_groups([(1, 0)], 64) == [(0, 1)]
+
+
+# ---- anchors: the model runs at a few positions, the rest are interpolated -----------------------
+def test_long_query_lists_are_interpolated_between_exact_anchors(engine):
+    exact = LearnedEngine(engine.runtime, engine.card, anchors=10**9)
+    base = loss_query(n=30, budget=1000.0)
+    xq = np.random.default_rng(3).permutation(np.linspace(base.curve.last_x + 5.0, 1500.0, 120))  # unsorted
+    q = ForecastQuery(base.curve, base.run, np.concatenate([xq, xq[:5]]))  # and repeated
+    got, ref = (e.forecast([q])[0].marginals for e in (engine, exact))
+    p = prepare(q)
+    assert len(p.qry_x) <= ANCHORS < len(q.x_query)
+    lo, hi, w = p.fill
+    on_anchor = (w == 0.0) | (w == 1.0)
+    assert on_anchor.sum() >= len(p.qry_x)
+    np.testing.assert_allclose(got.values[on_anchor], ref.values[on_anchor], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(got.values[-5:], got.values[:5])
+    assert np.all(np.diff(got.values, axis=1) >= 0.0)
+    # a smooth forecast: interpolation stays within a small fraction of the 90% band width
+    band = ref.quantile([0.05, 0.95])
+    width = band[:, 1] - band[:, 0]
+    assert np.all(np.mean(np.abs(got.values - ref.values), axis=1) <= 0.05 * width)
+    assert np.all(np.abs(got.mean - ref.mean) <= 0.05 * width)
+
+
+def test_anchors_bracket_schedule_breakpoints_and_short_lists_run_exactly():
+    t = np.linspace(0.1, 1.0, 200)
+    assert choose_anchors(np.column_stack([t, np.ones_like(t), t, 0 * t, 0 * t])[:ANCHORS], ANCHORS) is None
+    # WSD: constant LR, then a linear decay to 0 from t = 0.8
+    lr = np.clip((1.0 - t) / 0.2, 0.0, 1.0)
+    s2 = np.maximum(t - 0.8, 0.0) * 5.0
+    def gap_at_decay(feats):
+        ta = np.sort(t[choose_anchors(feats, 24)])
+        assert ta[0] == t[0] and ta[-1] == t[-1] and len(ta) <= 24
+        i = np.searchsorted(ta, 0.8)
+        return ta[i] - ta[i - 1]
+
+    plain = gap_at_decay(np.column_stack([t, np.ones_like(t), t, 0 * t, 0 * t]))
+    assert gap_at_decay(np.column_stack([t, lr, t, s2, np.ones_like(t)])) < 0.6 * plain
 
 
 # ---- artifact integrity --------------------------------------------------------------------------
@@ -272,3 +312,18 @@ def test_quantized_variant_is_listed_verified_and_close_to_float(tmp_path):
     q_path.write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match="sha256"):
         LearnedEngine.load(q_path, warmup=False)
+
+
+def test_budget_point_is_always_computed_exactly(engine):
+    x = np.arange(1.0, 41.0) * 25.0
+    y = 2.0 + 3.0 * x**-0.3
+    xq = np.concatenate([np.linspace(1001.0, 4000.0, 50), np.geomspace(4000.0, 16000.0, 13)[1:]])
+    q = ForecastQuery(curve=Curve(x, y), run=RunInfo(total_steps=4000.0), x_query=xq)
+    p = prepare(q)
+    assert p.fill is not None  # more positions than anchors: interpolated
+    lo, hi, w = p.fill
+    k = int(np.flatnonzero(xq == 4000.0)[0])
+    assert w[k] in (0.0, 1.0) or lo[k] == hi[k]  # the budget row is an anchor, not a blend
+    exact = engine.forecast([replace(q, x_query=np.array([4000.0]))])[0].marginals
+    got = engine.forecast([q])[0].marginals.at(k)
+    np.testing.assert_allclose(got.values, exact.values, rtol=1e-5, atol=1e-6)

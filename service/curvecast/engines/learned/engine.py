@@ -30,6 +30,7 @@ from .runtime import OnnxRuntime
 MAX_CONTEXT = 96  # the model was trained on 1..99 context points
 TAIL_KEEP = 32  # newest points always kept verbatim when a long curve is reduced
 MAX_BATCH = 64
+ANCHORS = 24  # a query with more positions runs the model at this many and interpolates the rest
 SUMMARY_ROWS = 2048  # query rows turned into quantiles per numpy pass (about 50 MB of float64 temporaries)
 CARD_NAME = "model-card.json"
 HALF_NORMAL_MEDIAN = 0.6744897501960817
@@ -104,9 +105,54 @@ def bar_mean(probs: np.ndarray, borders: np.ndarray) -> np.ndarray:
 class Prepared:
     ctx_x: np.ndarray  # (n, F)
     ctx_z: np.ndarray  # (n,)
-    qry_x: np.ndarray  # (m, F)
+    qry_x: np.ndarray  # (k, F): the positions the model is run at (all asked ones, or the anchors)
     transform: nz.ValueTransform
     warnings: tuple[str, ...]
+    fill: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (lo, hi, w) per asked x, see expand
+
+
+def choose_anchors(feats: np.ndarray, k: int = ANCHORS) -> np.ndarray | None:
+    """Indices of at most ``k`` query rows to run the model at, or None to run it at all of them.
+
+    Query tokens attend only to the context, so the forecast is a smooth function of the position
+    features and can be interpolated between anchors. The anchors include the first and last asked
+    position and split a path into equal lengths: sqrt of t from the first position (the forecast
+    widens fastest just after the context) plus half the change of LR and S2, so warm-up ends, decays
+    and step drops get anchors close on both sides.
+    """
+    t = feats[:, 0]
+    if len(t) <= k:
+        return None
+    order = np.argsort(t, kind="stable")
+    dt = t[order] - t[order[0]]
+    path = np.sqrt(dt / max(dt[-1], 1e-300))
+    path[1:] += 0.5 * np.cumsum(np.abs(np.diff(feats[order][:, [1, 3]], axis=0)).sum(axis=1))
+    if path[-1] <= 0.0:  # one position asked many times
+        return order[:1]
+    picks = np.searchsorted(path, np.linspace(0.0, path[-1], k))
+    return order[np.unique(np.clip(picks, 0, len(t) - 1))]
+
+
+def _fill_weights(t: np.ndarray, anchor_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``lo``, ``hi`` and weight ``w`` so that value(t) = (1 - w) * out[lo] + w * out[hi]."""
+    order = np.argsort(anchor_t, kind="stable")
+    ta = anchor_t[order]
+    if len(ta) == 1:
+        zero = np.zeros(len(t), np.int64)
+        return order[zero], order[zero], np.zeros(len(t))
+    j = np.clip(np.searchsorted(ta, t, side="right") - 1, 0, len(ta) - 2)
+    gap = ta[j + 1] - ta[j]
+    w = np.clip((t - ta[j]) / np.where(gap > 0, gap, 1.0), 0.0, 1.0)
+    return order[j], order[j + 1], w
+
+
+def expand(p: Prepared, zq: np.ndarray, zm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model-space quantiles and means at every asked x from those at the anchors. Each row is a
+    convex combination of two monotone quantile rows, so it stays monotone."""
+    if p.fill is None:
+        return zq, zm
+    lo, hi, w = p.fill
+    return zq[lo] * (1.0 - w)[:, None] + zq[hi] * w[:, None], zm[lo] * (1.0 - w) + zm[hi] * w
 
 
 def reduce_context(n: int, max_points: int = MAX_CONTEXT, tail: int = TAIL_KEEP) -> np.ndarray:
@@ -138,9 +184,10 @@ def _schedule_grid(q: ForecastQuery, budget: float):
     return lr_e[0], s1[0], s2[0]
 
 
-def prepare(q: ForecastQuery, log_positions_for_samples: bool = False) -> Prepared:
+def prepare(q: ForecastQuery, log_positions_for_samples: bool = False, anchors: int = ANCHORS) -> Prepared:
     """Model inputs for one query; ``log_positions_for_samples`` uses log1p(x)/log1p(budget) positions
-    for sample-wise curves (XKind.SAMPLES) instead of x/budget (off by default: the ruler decides)."""
+    for sample-wise curves (XKind.SAMPLES) instead of x/budget (off by default: the ruler decides).
+    With more than ``anchors`` asked positions the model runs only at anchors (``choose_anchors``)."""
     c = q.curve
     if len(c.x) == 0:
         raise ValueError("the curve has no observed points")
@@ -167,7 +214,16 @@ def prepare(q: ForecastQuery, log_positions_for_samples: bool = False) -> Prepar
     z = np.clip(transform.forward(y), nz.Z_MIN, nz.Z_MAX)
     if c.diverged:
         warnings.append("the run diverged; the forecast assumes it continues from its last finite value")
-    return Prepared(nz.features_at(t_ctx, grid), z, nz.features_at(t_qry, grid), transform, tuple(warnings))
+    qry_x = nz.features_at(t_qry, grid)
+    rows = choose_anchors(qry_x, anchors)
+    fill = None
+    if rows is not None:
+        # the budget decides stop/continue (P(beat incumbent) is read there): never interpolate it
+        at_budget = np.flatnonzero(np.asarray(q.x_query, dtype=np.float64) == q.horizon)
+        rows = np.union1d(rows, at_budget)
+        fill = _fill_weights(t_qry, t_qry[rows])
+        qry_x = qry_x[rows]
+    return Prepared(nz.features_at(t_ctx, grid), z, qry_x, transform, tuple(warnings), fill)
 
 
 # ---- batching -------------------------------------------------------------------------------------
@@ -221,11 +277,12 @@ class LearnedEngine:
     name = "learned"
 
     def __init__(self, runtime: OnnxRuntime, card: dict, max_batch: int = MAX_BATCH,
-                 log_positions_for_samples: bool = False):
+                 log_positions_for_samples: bool = False, anchors: int = ANCHORS):
         self.runtime = runtime
         self.card = card
         self.max_batch = max_batch
         self.log_positions_for_samples = log_positions_for_samples
+        self.anchors = anchors  # most query positions the model is run at per curve (see choose_anchors)
         self.borders = runtime.borders
 
     @classmethod
@@ -299,7 +356,7 @@ class LearnedEngine:
         prepared: dict[int, Prepared] = {}
         for i, q in enumerate(queries):
             try:
-                prepared[i] = prepare(q, self.log_positions_for_samples)
+                prepared[i] = prepare(q, self.log_positions_for_samples, self.anchors)
             except Exception as exc:  # noqa: BLE001 - reported for this query only
                 results[i] = exc
         order = sorted(prepared, key=lambda i: (len(prepared[i].ctx_z), len(prepared[i].qry_x)))
@@ -352,6 +409,7 @@ class LearnedEngine:
 
     def _finish(self, q: ForecastQuery, p: Prepared, zq: np.ndarray, zm: np.ndarray) -> EngineForecast:
         t = p.transform
+        zq, zm = expand(p, zq, zm)
         marg = Marginals.from_quantile_values(np.asarray(q.x_query, np.float64), zq, zm)
         marg = marg.affine(1.0 / t.b, -t.a / t.b).clip(q.curve.lower_bound, q.curve.upper_bound)
         if not (np.all(np.isfinite(marg.values)) and np.all(np.isfinite(marg.mean))):
