@@ -105,3 +105,20 @@ def test_engine_hint_caps_concurrent_batches():
     reg2 = EngineRegistry()
     reg2.put(RecordingEngine())
     assert DataPlane(reg2, ThreadPoolExecutor(2), max_concurrent_batches=4)._batcher("analytic")._max_concurrent == 4
+
+
+def test_precheck_refuses_only_what_admission_would_refuse():
+    from curvecast.domain.errors import Overloaded
+    import time as _time
+
+    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), DataPlaneSettings(max_inflight_curves=100))
+    dp.precheck(100)  # empty server: anything that fits the limit passes
+    dp._inflight = 90
+    with pytest.raises(Overloaded):
+        dp.precheck(20)
+    dp.precheck(10)
+    dp._observe("analytic", 10, 0.1)  # 10 ms per curve: 90 queued curves = 0.9 s
+    dp._observe("learned", 10, 1.0)
+    dp.precheck(1, _time.monotonic() + 1.0)  # the cheapest engine would make it
+    with pytest.raises(Overloaded):
+        dp.precheck(1, _time.monotonic() + 0.5)

@@ -72,3 +72,12 @@ def test_roundtrip_json(tmp_path):
     assert recalibration_for("analytic", "target_within_budget", path).apply(0.25) == pytest.approx(0.2)
     assert recalibration_for("missing", "beat_incumbent", path).apply(0.3) == pytest.approx(0.3)
     assert load_recalibrations(tmp_path / "absent.json") == {}
+
+
+def test_saved_maps_are_seen_at_once_by_the_writing_process(tmp_path):
+    path = tmp_path / "recal.json"
+    save_recalibrations({"analytic": {"beat_incumbent": fit_platt(np.array([0.1, 0.9] * 20), np.array([0, 1] * 20))}},
+                        path)
+    first = recalibration_for("analytic", "beat_incumbent", path)
+    save_recalibrations({}, path)  # rewritten by this process: no stale cache
+    assert recalibration_for("analytic", "beat_incumbent", path).kind == "identity" != first.kind

@@ -120,6 +120,19 @@ class DataPlane:
         base = min(max(self.expected_wait_s(engines), st.retry_after_s), st.retry_after_max_s)
         return base * random.uniform(0.5, 1.5)
 
+    def precheck(self, n: int, deadline: float | None = None) -> None:
+        """Refuse a call before it is decoded and validated when it certainly could not be admitted:
+        a flood of refused 1,000-curve batches must not cost the server their validation. Uses the
+        cheapest engine's cost, so it never refuses what ``_admit`` would accept."""
+        if self._inflight + n > self.settings.max_inflight_curves and n <= self.settings.max_inflight_curves:
+            raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
+                             f"{self.settings.max_inflight_curves}); retry shortly", self.retry_hint_s())
+        if deadline is not None and self._inflight > 0 and self._curve_s:
+            wait = self._inflight * min(self._curve_s.values())
+            if time.monotonic() + wait > deadline:
+                raise Overloaded(f"server busy: about {wait:.2f} s of queued work, more than this call's deadline "
+                                 "allows; retry shortly or with a longer deadline", self.retry_hint_s())
+
     def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
         if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
             raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -205,13 +206,23 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray, max_knots: int = 24) -> Recalibra
 def load_recalibrations(path: Path = RECALIBRATION_PATH) -> dict[str, dict[str, Recalibration]]:
     """``{engine: {event: Recalibration}}`` from the JSON fitted by the sweeps benchmark; {} if absent.
 
-    Served forecasts ask for these maps on every call, so the parsed file is cached per modification time.
+    Served forecasts ask for these maps on every call, so the parsed file is cached per modification time,
+    and the modification time itself is looked up at most every ``_RECHECK_S`` seconds.
     """
-    try:
-        mtime = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return {}
-    return _parsed_recalibrations(str(path), mtime)
+    key = str(path)
+    now = time.monotonic()
+    seen = _mtime_seen.get(key)
+    if seen is None or now - seen[0] > _RECHECK_S:
+        try:
+            seen = (now, path.stat().st_mtime_ns)
+        except FileNotFoundError:
+            seen = (now, None)
+        _mtime_seen[key] = seen
+    return {} if seen[1] is None else _parsed_recalibrations(key, seen[1])
+
+
+_RECHECK_S = 1.0
+_mtime_seen: dict[str, tuple[float, int | None]] = {}  # path -> (when checked, mtime or None if absent)
 
 
 @functools.lru_cache(maxsize=8)
@@ -231,3 +242,4 @@ def save_recalibrations(maps: dict[str, dict[str, Recalibration]], path: Path = 
     payload = {"note": note, "engines": {eng: {ev: r.to_dict() for ev, r in evs.items()}
                                          for eng, evs in maps.items()}}
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    _mtime_seen.pop(str(path), None)  # this process sees its own write at once

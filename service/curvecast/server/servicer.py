@@ -111,6 +111,7 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
             n = len(request.requests)
             if n > self._limits.max_batch_requests:
                 raise InvalidRequest.single("requests", f"has {n} items; the limit is {self._limits.max_batch_requests}")
+            self._dp.precheck(n, _deadline(context))
             items: list[pb.ForecastBatchItem | None] = [None] * n
             queries, where = await self._dp.offload(self._validate_batch, request, items)
             ids = [request.requests[i].request_id for i in where]
