@@ -309,3 +309,150 @@ def test_lr_law_holdout_growth_flags_an_unidentified_annealing_strength():
         g_short = lr_engine._holdout_growth(f, steps[:6], smooth[:6])
     assert 0.0 <= g_smooth < g_annealed
     assert g_short == 0.0  # too short to split
+
+
+# ---- the fast paths give bit-identical answers to the plain algorithms they replace ------------------
+def _reference_fit_basis(fam, pb):
+    """The one-family-at-a-time fit the fused ``fit_all`` replaced (kept verbatim as the oracle)."""
+    from curvecast.engines.analytic.fit import HUBER_K, ZOOM_ROUNDS
+    from curvecast.engines.analytic.families import basis_predict
+
+    tiny = 1e-300
+
+    def linear(phi, w):
+        z = pb.z
+        if fam.pinned:
+            psi = phi - 1.0 if pb.pin_start else phi
+            a = np.maximum((w * psi * (z - pb.pin_base)).sum(-1) / np.maximum((w * psi * psi).sum(-1), tiny), 0.0)
+            return (pb.pin_base - a if pb.pin_start else np.full_like(a, pb.pin_base)), a
+        s0, wp = w.sum(-1), w * phi
+        s1, s2, sz, szp = wp.sum(-1), (wp * phi).sum(-1), (w * z).sum(-1), (wp * z).sum(-1)
+        det = s0 * s2 - s1 * s1
+        ok = np.abs(det) > 1e-12 * np.maximum(s0 * s2, tiny)
+        a = np.where(ok, (s0 * szp - s1 * sz) / np.where(ok, det, 1.0), 0.0)
+        c = (sz - a * s1) / np.maximum(s0, tiny)
+        out = (c < pb.c_lo) | (c > pb.c_hi)
+        cc = np.clip(c, pb.c_lo, pb.c_hi)
+        a = np.where(out, (szp - cc * s1) / np.maximum(s2, tiny), a)
+        neg = a < 0
+        return np.where(neg, np.clip(sz / np.maximum(s0, tiny), pb.c_lo, pb.c_hi), cc), np.where(neg, 0.0, a)
+
+    def huber(r, d):
+        ar = np.abs(r)
+        return np.where(ar <= d, 0.5 * r * r, d * (ar - 0.5 * d))
+
+    def irls(phi, delta):
+        w0 = pb.masks[:, None, :] / (pb.scale * pb.scale)
+        c, a = linear(phi, w0)
+        r = (c[..., None] + a[..., None] * phi - pb.z) / pb.scale
+        if delta is None:
+            best = np.argmin((pb.masks[:, None, :] * r * r).sum(-1), axis=1)
+            vals = [np.abs(r[k, best[k]][pb.masks[k] > 0]) for k in range(len(pb.masks))]
+            delta = np.array([max(HUBER_K * (1.4826 * float(np.median(v))), 1e-9) for v in vals])
+        d = delta[:, None, None]
+        w = w0 * np.minimum(1.0, d / np.maximum(np.abs(r), tiny))
+        c, a = linear(phi, w)
+        r = (c[..., None] + a[..., None] * phi - pb.z) / pb.scale
+        return c, a, (pb.masks[:, None, :] * huber(r, d)).sum(-1), delta, w
+
+    K = len(pb.masks)
+    grid = fam.grid()
+    c, a, obj, delta, w = irls(fam.phi(grid, pb.u)[None], None)
+    theta = grid[np.argmin(obj, axis=1)]
+    p = fam.n_theta
+    base = np.stack(np.meshgrid(*([np.linspace(-1.0, 1.0, 5)] * p), indexing="ij"), axis=-1).reshape(-1, p)
+    for shrink in ZOOM_ROUNDS:
+        local = np.clip(theta[:, None, :] + base[None] * (fam.step * shrink), np.asarray(fam.lo), np.asarray(fam.hi))
+        c, a, obj, _, w = irls(fam.phi(local, pb.u), delta)
+        best = np.argmin(obj, axis=1)
+        theta = local[np.arange(K), best]
+    idx = np.arange(K)
+    params = np.column_stack([c[idx, best], a[idx, best], theta])
+    return params, w[idx, best][0], basis_predict(fam, params, pb.u)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_fused_family_fits_equal_the_one_by_one_algorithm(case):
+    from curvecast.engines.analytic import fit as fit_mod
+    from curvecast.engines.analytic.families import BASIS_FAMILIES
+    from curvecast.engines.analytic.prep import prepare
+
+    rng = np.random.default_rng(case)
+    n = [12, 30, 60, 200, 7, 45][case]
+    x = np.arange(1, n + 1) * 10.0
+    if case % 2:  # accuracy with a ceiling: pinned-start log_power
+        y = 0.9 - 0.6 * (x / 10) ** -0.5 + rng.normal(0, 0.01, n)
+        curve = Curve(x=x, y=y, goal=Goal.MAXIMIZE, lower_bound=0.0, upper_bound=1.0)
+    else:
+        y = 2 + 3 * (x / 10) ** -rng.uniform(0.2, 0.8) + rng.normal(0, 0.02 * (1 + case), n)
+        curve = Curve(x=x, y=y, lower_bound=0.0 if case != 2 else None)
+    with np.errstate(all="ignore"):
+        pb = fit_mod.make_problem(prepare(curve))
+        fused = fit_mod._fit_basis_all(list(BASIS_FAMILIES), pb)
+        for fam, got in zip(BASIS_FAMILIES, fused):
+            if fam.pinned and pb.pin_base is None:
+                assert got is None
+                continue
+            params, w, pred = _reference_fit_basis(fam, pb)
+            assert got is not None and np.array_equal(got.params, params[0]), fam.name
+            assert np.array_equal(got.pred, pred)
+            cov, rmse = fit_mod._laplace_basis(fam, params[0], w, pred[0], pb, float(np.mean((pb.noise_sd / pb.scale) ** 2)))
+            assert np.array_equal(got.cov, cov) and got.rmse == rmse
+        preds = np.stack([p.pred for p in fused if p is not None])
+        many = fit_mod._holdout_stats_many(preds, pb)
+        assert many == [fit_mod._holdout_stats(p, pb) for p in preds]
+
+
+def test_prep_shortcuts_equal_plain_numpy():
+    from curvecast.engines.analytic.prep import _bin, warmup_end
+
+    rng = np.random.default_rng(3)
+    for n in (401, 999, 4321, 20000):
+        z = np.cumsum(rng.normal(size=n)) + rng.standard_cauchy(n) * 0.1
+        blocks = np.array_split(np.arange(n), 400)
+        zb = np.array([np.median(z[b]) for b in blocks])
+        assert warmup_end(z) == int(blocks[warmup_end(zb)][0])
+        u = np.cumsum(rng.exponential(1.0, n))
+        u /= u[-1]
+        us, zs, cs = _bin(u, z, 48)
+        edges = np.linspace(u[0], u[-7], 43)
+        idx = np.clip(np.searchsorted(edges, u[:-6], side="right") - 1, 0, 41)
+        groups = [np.flatnonzero(idx == g) for g in range(42) if np.any(idx == g)]
+        assert np.array_equal(us[:-6], [np.mean(u[g]) for g in groups])
+        assert np.array_equal(zs[:-6], [np.median(z[g]) for g in groups])
+        assert np.array_equal(cs[:-6], [len(g) for g in groups])
+
+
+def test_sorted_median_and_wide_component_match_the_plain_forms():
+    from curvecast.engines.analytic.spread import sorted_median, with_wide_component, with_wide_component_sorted
+
+    rng = np.random.default_rng(5)
+    for n in (999, 1000):
+        s = rng.standard_cauchy((n, 7))
+        s[3, 2] = np.nan
+        assert np.array_equal(sorted_median(np.sort(s, axis=0)), np.median(s, axis=0), equal_nan=True)
+        s[3, 2] = 0.0
+        out, srt = with_wide_component_sorted(s, np.sort(s, axis=0), 0.1, 0.5, np.linspace(1, 3, 7))
+        assert np.array_equal(out, with_wide_component(s, 0.1, 0.5, np.linspace(1, 3, 7)))
+        assert np.array_equal(srt, np.sort(out, axis=0))
+
+
+@pytest.mark.parametrize("sign,z_target", [(1.0, 1.5), (-1.0, -2.0)])
+def test_vapor_steps_to_target_matches_the_plain_bisection(sign, z_target):
+    from curvecast.engines.analytic.families import vapor_predict, vapor_steps_to_target
+
+    rng = np.random.default_rng(6)
+    params = np.column_stack([rng.normal(1, 0.3, 200), rng.normal(0.2, 0.1, 200), rng.normal(-0.3 * sign, 0.2, 200)])
+    params[7] = np.nan
+    got = vapor_steps_to_target(params, z_target, sign)
+    lo, hi = np.full(200, np.log(1e-3)), np.full(200, np.log(1e6))
+    g = lambda lu: vapor_predict(params, np.exp(lu)[:, None], sign)[:, 0] - z_target  # noqa: E731  (the old step)
+    with np.errstate(all="ignore"):
+        g_lo, g_hi = g(lo), g(hi)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            left = g(mid) <= 0
+            hi, lo = np.where(left, mid, hi), np.where(left, lo, mid)
+    want = np.where(g_hi > 0, np.inf, np.where(g_lo <= 0, 0.0, np.exp(hi)))
+    assert np.array_equal(got, want)
+    assert np.isfinite(got).any() and np.isinf(got).any()

@@ -126,3 +126,32 @@ def test_engine_accepts_observed_lr_without_schedule():
     res = forecast_one(ForecastQuery(curve=curve, run=RunInfo(total_steps=float(TOTAL)), x_query=q.x_query))
     assert res.details.get("lr_law") == 1.0
     assert np.all(np.isfinite(res.marginals.values))
+
+
+def test_batched_tissue_grid_equals_the_per_alpha_loop():
+    from curvecast.engines.analytic.lr_laws import _tissue_grid_batched, _tissue_grid_loop
+
+    rng = np.random.default_rng(0)
+    for t in range(40):
+        n = int(rng.integers(5, 70))
+        s1 = np.sort(rng.uniform(1, 5000, n))
+        s2 = np.sort(rng.uniform(0, 50, n)) * (t % 3 != 0)
+        y = 2 + 3 * s1 ** -rng.uniform(0.1, 1) - 1e-3 * s2 + rng.normal(0, 0.01, n)
+        if t % 7 == 0:
+            y = np.full(n, 3.0)
+        with np.errstate(all="ignore"):
+            assert np.array_equal(_tissue_grid_batched(s1, s2, y), _tissue_grid_loop(s1, s2, y))
+
+
+def test_mpl_sample_predictions_skip_inactive_blocks_exactly():
+    from curvecast.engines.analytic.lr_laws import _mpl_pred, _mpl_pred_active, _MplDesign
+
+    rng = np.random.default_rng(1)
+    f = features(_lr("cosine"))
+    for t in range(6):
+        steps = np.sort(rng.choice(np.arange(WARM + 1, TOTAL), 40, replace=False))
+        center = np.array([2.0, 0.0, np.log(0.5), np.log(0.3), 0.0, np.log(0.6), np.log(0.6)])
+        x = center + rng.normal(0, [0.1, 0.5, 0.3, 1, 1, 0.5, 0.5], (64, 7)) * (1 + 20 * (t == 5))  # t=5: overflowing draws
+        des = _MplDesign.build(f, steps, 64)
+        with np.errstate(all="ignore"):
+            assert np.array_equal(_mpl_pred_active(x, des), _mpl_pred(x, des), equal_nan=True)

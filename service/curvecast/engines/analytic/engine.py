@@ -12,6 +12,7 @@ distribution around the last value and says so in ``warnings``.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing as mp
 from typing import Sequence
 
@@ -35,6 +36,7 @@ from .spread import (
     recent_slope,
     with_anneal_drop,
     with_wide_component,
+    with_wide_component_sorted,
 )
 
 VERSION = "0.3.0"
@@ -57,7 +59,10 @@ class AnalyticEngine:
 
     def info(self) -> EngineInfo:
         detail = f"workers={self.workers}" if self.workers else "in-process"
-        return EngineInfo(name=self.name, version=VERSION, provider="numpy", available=True, detail=detail)
+        # one batch at a time: in threads a second batch only contends for the GIL, and with worker
+        # processes one batch already fans out to all of them
+        return EngineInfo(name=self.name, version=VERSION, provider="numpy", available=True, detail=detail,
+                          concurrent_batches=1)
 
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
         if self._pool is not None and len(queries) > 1:
@@ -156,7 +161,7 @@ def _param_samples(fit: FamilyFit, k: int, rng: np.random.Generator) -> np.ndarr
     return draws
 
 
-def _plausible(fit: FamilyFit, draws: np.ndarray, pb: Problem, rng: np.random.Generator) -> np.ndarray:
+def _plausible(fit: FamilyFit, draws: np.ndarray, pb: Problem, rng: np.random.Generator, inv_var: np.ndarray | None = None) -> np.ndarray:
     """Keep the parameter draws the observed curve does not rule out; redraw the rest from the kept ones.
 
     The Laplace approximation breaks down when a family's parameters are poorly identified (short,
@@ -168,12 +173,14 @@ def _plausible(fit: FamilyFit, draws: np.ndarray, pb: Problem, rng: np.random.Ge
         return draws
     with np.errstate(all="ignore"):
         pred = fit.predict(draws, pb.u, pb.sign)
-    w = 1.0 / np.maximum(pb.noise_sd**2, 1e-300)
-    r = (pred - pb.z[None]) ** 2
-    ssr = np.where(np.isfinite(r), r, np.inf) @ w
+    w = 1.0 / np.maximum(pb.noise_sd**2, 1e-300) if inv_var is None else inv_var
+    r = np.subtract(pred, pb.z[None], out=pred)
+    np.square(r, out=r)
+    r[~np.isfinite(r)] = np.inf
+    ssr = r @ w
     n, p = len(pb.z), len(fit.params)
     s2 = max(float(ssr[0]) / max(n - p, 1), 1.0)  # misfit beyond the noise inflates the region
-    keep = ssr <= ssr[0] + s2 * float(stats.chi2.ppf(0.99, p))
+    keep = ssr <= ssr[0] + s2 * _chi2_99(p)
     keep[0] = True
     if keep.all():
         return draws
@@ -182,6 +189,11 @@ def _plausible(fit: FamilyFit, draws: np.ndarray, pb: Problem, rng: np.random.Ge
     bad = np.flatnonzero(~keep)
     out[bad] = draws[ok[rng.integers(0, len(ok), len(bad))]]
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _chi2_99(p: int) -> float:
+    return float(stats.chi2.ppf(0.99, p))
 
 
 def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
@@ -201,34 +213,46 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     env_lo, env_hi = pb.c_lo, z_hi
     # without held-out suffixes there is no measured error growth: assume a generous one
     default_growth = 0.3 * max(prep.z_range, prep.raw_noise)
-    scale = curve_scale(prep.z, prep.raw_noise)
+    scale = curve_scale(prep.z, prep.raw_noise, spread=prep.z_range)
     floor = floor_sd(recent_slope(prep.u, prep.z, prep.raw_noise), uq)
     counts = np.floor(weights * N_SAMPLES).astype(int)
     counts[int(np.argmax(weights))] += N_SAMPLES - counts.sum()
-    parts, target_parts = [], []
+    target_parts = []
     z_target = None if q.target is None else curve.goal.sign * q.target
+    lh = log_horizon(uq)
+    base_var = prep.raw_noise**2
+    floor2 = floor**2
+    inv_var = 1.0 / np.maximum(pb.noise_sd**2, 1e-300)
+    z_all = np.empty((int(counts[counts > 0].sum()), len(uq)))
+    row = 0
     for fit, k in zip(fits, counts):
         if k <= 0:
             continue
-        draws = _plausible(fit, _param_samples(fit, int(k), rng), pb, rng)
-        pred = fit.predict(draws, uq, prep.sign)
-        center = fit.predict(fit.params[None], uq, prep.sign)
-        pred = np.where(np.isfinite(pred), pred, center)
+        draws = _plausible(fit, _param_samples(fit, int(k), rng), pb, rng, inv_var)
+        pred = z_all[row : row + int(k)]
+        pred[...] = fit.predict(draws, uq, prep.sign)
+        row += int(k)
+        finite = np.isfinite(pred)
+        if not finite.all():  # row 0 is the fitted law itself (draws[0] == params)
+            np.copyto(pred, np.broadcast_to(pred[0:1], pred.shape).copy(), where=~finite)
         growth = fit.growth if fit.holdout_rmse is not None else default_growth
-        extra = np.sqrt(prep.raw_noise**2 + (growth * log_horizon(uq)) ** 2 + floor**2)
+        extra = np.sqrt(base_var + (growth * lh) ** 2 + floor2)
         # clip the law, not the noise: clipped samples piled on one value make a zero-width tail
-        pred = np.clip(pred, env_lo, env_hi) + rng.standard_normal(pred.shape) * extra[None]
-        parts.append(pred)
+        np.maximum(pred, env_lo, out=pred)
+        np.minimum(pred, env_hi, out=pred)
+        noise = rng.standard_normal(pred.shape)
+        noise *= extra
+        pred += noise
         if z_target is not None:
             target_parts.append(_target_u(fit, draws, z_target, prep.sign))
-    z_samples = _anneal(q, np.concatenate(parts, axis=0), rng)
-    z_samples = with_wide_component(z_samples, prep.z_last, scale, uq)
+    z_samples = _anneal(q, z_all, rng)
+    z_samples, z_sorted = with_wide_component_sorted(z_samples, np.sort(z_samples, axis=0), prep.z_last, scale, uq)
     warnings = list(notes)
     details: dict[str, float] = {f"weight_{f.name}": float(w) for f, w in zip(fits, weights)}
     details.update(noise_sd=float(prep.raw_noise), fit_points=float(len(prep.z)), skipped_warmup=float(prep.skipped_warmup))
     if target_parts:
         _target_details(details, np.concatenate(target_parts) * prep.t_last + prep.t_shift, q)
-    marg = _to_marginals(q, z_samples, warnings)
+    marg = _to_marginals(q, z_samples, warnings, z_sorted)
     return EngineForecast(marginals=marg, engine="analytic", warnings=tuple(warnings), details=details)
 
 
@@ -257,13 +281,14 @@ def _target_details(details: dict[str, float], x_star: np.ndarray, q: ForecastQu
     details["target_prob_by_horizon"] = float(np.mean(x_star <= q.horizon))
     if finite.any():
         xs = np.where(finite, x_star, np.inf)
-        for lvl in (0.05, 0.5, 0.95):
-            v = float(np.quantile(xs, lvl))
+        for lvl, v in zip((0.05, 0.5, 0.95), np.quantile(xs, [0.05, 0.5, 0.95])):  # one partition, same values
             if np.isfinite(v):
-                details[f"target_x_q{int(lvl * 100):02d}"] = v
+                details[f"target_x_q{int(lvl * 100):02d}"] = float(v)
 
 
-def _to_marginals(q: ForecastQuery, z_samples: np.ndarray, warnings: list[str]) -> Marginals:
+def _to_marginals(q: ForecastQuery, z_samples: np.ndarray, warnings: list[str], z_sorted: np.ndarray | None = None) -> Marginals:
+    """Quantiles of the samples, in the curve's units; ``z_sorted`` (``np.sort(z_samples, axis=0)``)
+    spares the sort when nothing below reorders the samples."""
     curve = q.curve
     z = curve.goal.sign * np.asarray(curve.y, dtype=np.float64)
     if curve.diverged:
@@ -271,15 +296,23 @@ def _to_marginals(q: ForecastQuery, z_samples: np.ndarray, warnings: list[str]) 
         dead = np.asarray(q.x_query) >= float(curve.diverged_at)
         worst = float(np.max(z))
         z_samples = np.where(dead[None], worst + np.abs(z_samples - np.median(z_samples, axis=0)), z_samples)
+        z_sorted = None
     y = curve.goal.sign * z_samples
-    y = np.where(np.isfinite(y), y, curve.goal.sign * z[-1])
-    marg = _from_samples(np.asarray(q.x_query, dtype=np.float64), y)
+    finite = np.isfinite(y)
+    srt = None
+    if finite.all():
+        if z_sorted is not None:  # negation reverses the order exactly
+            srt = z_sorted if curve.goal.sign > 0 else curve.goal.sign * z_sorted[::-1]
+    else:
+        y = np.where(finite, y, curve.goal.sign * z[-1])
+    marg = _from_samples(np.asarray(q.x_query, dtype=np.float64), y, srt)
     return _finite(marg.clip(curve.lower_bound, curve.upper_bound), float(curve.y[-1]))
 
 
-def _from_samples(x: np.ndarray, samples: np.ndarray) -> Marginals:
+def _from_samples(x: np.ndarray, samples: np.ndarray, srt: np.ndarray | None = None) -> Marginals:
     """Like ``Marginals.from_samples`` but one sort instead of 103 partitions (the hot spot)."""
-    srt = np.sort(samples, axis=0)
+    if srt is None:
+        srt = np.sort(samples, axis=0)
     pos = LEVELS * (len(srt) - 1)
     lo = np.floor(pos).astype(int)
     hi = np.minimum(lo + 1, len(srt) - 1)
@@ -289,6 +322,8 @@ def _from_samples(x: np.ndarray, samples: np.ndarray) -> Marginals:
 
 
 def _finite(m: Marginals, default: float) -> Marginals:
+    if np.isfinite(m.values).all() and np.isfinite(m.mean).all():
+        return m  # rebuilding would give the same (already non-decreasing) rows
     vals = np.where(np.isfinite(m.values), m.values, default)
     mean = np.where(np.isfinite(m.mean), m.mean, default)
     return Marginals.from_quantile_values(m.x, vals, mean)

@@ -148,21 +148,33 @@ def vapor_steps_to_target(params: np.ndarray, z_target: float, sign: float) -> n
     among the bracket's end is approximated by the sign change of the monotone hull)."""
     lo = np.full(len(params), np.log(1e-3))
     hi = np.full(len(params), np.log(1e6))
+    a, b, c = (np.ascontiguousarray(params[:, j]) for j in range(3))
+    # g(log u) = sign*exp(clip(a + b/u + c*ln u)) - z_target, the operations of vapor_predict; only its
+    # sign is used, and for finite values x - z <= 0 exactly when x <= z, so compare instead of subtract
+    # (exp of a clipped exponent is finite)
 
-    def g(log_u: np.ndarray) -> np.ndarray:
-        u = np.exp(log_u)[:, None]
-        a, b, c = params[:, 0:1], params[:, 1:2], params[:, 2:3]
-        v = np.exp(np.clip(a + b / u + c * np.log(u), -700, 700))[:, 0]
-        return sign * v - z_target
+    def value(log_u: np.ndarray) -> np.ndarray:
+        u = np.exp(log_u)
+        t = np.divide(b, u)
+        t += a
+        np.log(u, out=u)
+        u *= c
+        t += u
+        np.maximum(t, -700.0, out=t)
+        np.minimum(t, 700.0, out=t)
+        np.exp(t, out=t)
+        if sign != 1.0:
+            t *= sign
+        return t
 
     with np.errstate(all="ignore"):
-        g_lo, g_hi = g(lo), g(hi)
+        v_lo, v_hi = value(lo), value(hi)
         for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            gm = g(mid)
-            left = gm <= 0
+            mid = lo + hi
+            mid *= 0.5
+            left = value(mid) <= z_target
             hi = np.where(left, mid, hi)
             lo = np.where(left, lo, mid)
     out = np.exp(hi)
-    out = np.where(g_lo <= 0, 0.0, out)
-    return np.where(g_hi > 0, np.inf, out)
+    out = np.where(v_lo <= z_target, 0.0, out)
+    return np.where(v_hi > z_target, np.inf, out)

@@ -22,6 +22,7 @@ ZOOM_ROUNDS = (1.0, 0.25, 0.0625)
 HOLDOUT_FRACTIONS = (0.55, 0.75)  # fit on u <= f, score on the rest of the observed curve
 MIN_PREFIX = 5
 _TINY = 1e-300
+CHUNK_ELEMS = 40_000  # elements per IRLS temporary (smaller blocks measured slower: more numpy calls)
 
 
 @dataclass(frozen=True)
@@ -92,109 +93,310 @@ def make_problem(prep: Prepared) -> Problem:
 
 
 # ---- closed-form linear part ------------------------------------------------------------------------
-def _linear(phi: np.ndarray, z: np.ndarray, w: np.ndarray, pb: Problem, fam: BasisFamily) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted LS for (c, a) in ``z = c + a*phi`` with a >= 0 and c in [c_lo, c_hi]."""
-    if fam.pinned:
-        assert pb.pin_base is not None
-        psi = phi - 1.0 if pb.pin_start else phi
-        num = (w * psi * (z - pb.pin_base)).sum(-1)
-        den = (w * psi * psi).sum(-1)
-        a = np.maximum(num / np.maximum(den, _TINY), 0.0)
-        c = pb.pin_base - a if pb.pin_start else np.full_like(a, pb.pin_base)
-        return c, a
+def _linear(phi: np.ndarray, w: np.ndarray, pb: Problem, n_free: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted LS for (c, a) in ``z = c + a*phi`` with a >= 0 and c in [c_lo, c_hi].
+
+    ``phi`` (K|1, G, n) holds the grid columns of several families side by side; the first ``n_free``
+    columns are free families, the rest the pinned one (c fixed or tied to a). ``w`` is (K, G|1, n).
+    """
+    G = phi.shape[1]
+    if n_free >= G:
+        return _linear_free(phi, w, pb)
+    if n_free <= 0:
+        return _linear_pinned(phi, w, pb)
+    wf, wp = (w, w) if w.shape[1] == 1 else (w[:, :n_free], w[:, n_free:])
+    c1, a1 = _linear_free(phi[:, :n_free], wf, pb)
+    c2, a2 = _linear_pinned(phi[:, n_free:], wp, pb)
+    return np.concatenate([c1, c2], axis=1), np.concatenate([a1, a2], axis=1)
+
+
+def _linear_pinned(phi, w, pb: Problem):
+    assert pb.pin_base is not None
+    psi = phi - 1.0 if pb.pin_start else phi
+    num = (w * psi * (pb.z - pb.pin_base)).sum(-1)
+    den = (w * psi * psi).sum(-1)
+    a = np.maximum(num / np.maximum(den, _TINY), 0.0)
+    c = pb.pin_base - a if pb.pin_start else np.full_like(a, pb.pin_base)
+    return c, a
+
+
+def _linear_free(phi, w, pb: Problem):
+    z = pb.z
     s0 = w.sum(-1)
     wp = w * phi
     s1 = wp.sum(-1)
-    s2 = (wp * phi).sum(-1)
+    tmp = np.multiply(wp, phi)
+    s2 = tmp.sum(-1)
     sz = (w * z).sum(-1)
-    szp = (wp * z).sum(-1)
+    np.multiply(wp, z, out=tmp)
+    szp = tmp.sum(-1)
     det = s0 * s2 - s1 * s1
     ok = np.abs(det) > 1e-12 * np.maximum(s0 * s2, _TINY)
     a = np.where(ok, (s0 * szp - s1 * sz) / np.where(ok, det, 1.0), 0.0)
-    c = (sz - a * s1) / np.maximum(s0, _TINY)
+    s0t = np.maximum(s0, _TINY)
+    c = (sz - a * s1) / s0t
     out = (c < pb.c_lo) | (c > pb.c_hi)
     cc = np.clip(c, pb.c_lo, pb.c_hi)
     a = np.where(out, (szp - cc * s1) / np.maximum(s2, _TINY), a)
     neg = a < 0
     a = np.where(neg, 0.0, a)
-    c = np.where(neg, np.clip(sz / np.maximum(s0, _TINY), pb.c_lo, pb.c_hi), cc)
+    c = np.where(neg, np.clip(sz / s0t, pb.c_lo, pb.c_hi), cc)
     return c, a
 
 
-def _huber(r: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    ar = np.abs(r)
-    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+def _huber_obj(r: np.ndarray, d: np.ndarray, apply_mask) -> np.ndarray:
+    """Masked Huber objective ``sum(mask * where(|r| <= d, r*r/2, d*(|r| - d/2)))``, computed as
+    m * (|r| - m/2) with m = min(|r|, d)
+    (|r| - |r|/2 and (r/2)*r are exact, so the quadratic branch rounds as 0.5*r*r does). r is overwritten."""
+    ar = np.abs(r, out=r)
+    m = np.minimum(ar, d)
+    hm = np.multiply(m, 0.5)
+    ar -= hm
+    ar *= m
+    apply_mask(ar)
+    return ar.sum(-1)
 
 
-def _robust_delta(r: np.ndarray, mask: np.ndarray) -> float:
-    vals = np.abs(r[mask > 0])
-    mad = 1.4826 * float(np.median(vals)) if len(vals) else 0.0
-    return max(HUBER_K * mad, 1e-9)
+def _masker(masks: np.ndarray):
+    """In-place ``arr *= masks[:, None, :]`` for arr (K, G, n), touching only the masked-out entries
+    (multiplying by 1 is exact; by 0 keeps the NaN of an infinite entry, as the full product does)."""
+    plan = []
+    for k, m in enumerate(masks):
+        zeros = np.flatnonzero(m == 0)
+        if len(zeros) == 0:
+            continue
+        if np.all(m[: zeros[0]] == 1.0) and zeros[-1] == len(m) - 1 and len(zeros) == len(m) - zeros[0]:
+            plan.append((k, int(zeros[0]), None))  # a masked-out suffix
+        else:
+            plan.append((k, None, m))
+
+    def apply(arr: np.ndarray) -> None:
+        for k, start, m in plan:
+            if m is None:
+                arr[k, :, start:] *= 0.0
+            else:
+                arr[k] *= m
+    return apply
 
 
-def _irls(phi, pb: Problem, fam: BasisFamily, delta: np.ndarray | None):
-    """Two IRLS rounds of Huber regression for every (K, G) theta; returns c, a, objective, delta, w."""
-    w0 = pb.masks[:, None, :] / (pb.scale * pb.scale)  # (K, 1, n)
-    c, a = _linear(phi, pb.z, w0, pb, fam)
-    r = (c[..., None] + a[..., None] * phi - pb.z) / pb.scale
-    if delta is None:
-        sq = (pb.masks[:, None, :] * r * r).sum(-1)
-        best = np.argmin(sq, axis=1)
-        delta = np.array([_robust_delta(r[k, best[k]], pb.masks[k]) for k in range(len(pb.masks))])
-    d = delta[:, None, None]
-    w = w0 * np.minimum(1.0, d / np.maximum(np.abs(r), _TINY))
-    c, a = _linear(phi, pb.z, w, pb, fam)
-    r = (c[..., None] + a[..., None] * phi - pb.z) / pb.scale
-    obj = (pb.masks[:, None, :] * _huber(r, d)).sum(-1)
-    return c, a, obj, delta, w
+def _robust_deltas(rows: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Huber threshold per row: HUBER_K * MAD-scale of the |residuals| inside each mask, at least
+    1e-9; rows (F, K, n) under masks (K, n), all at once -> (F, K)."""
+    F, K, _ = rows.shape
+    out = np.empty((F, K))
+    for k in range(K):
+        vals = np.abs(rows[:, k, masks[k] > 0])
+        if vals.shape[1]:
+            out[:, k] = np.maximum(HUBER_K * (1.4826 * np.median(vals, axis=1)), 1e-9)
+        else:
+            out[:, k] = 1e-9
+    return out
+
+
+class _Segments:
+    """Grid columns of several families side by side: per-family argmin in one call."""
+
+    def __init__(self, sizes: list[int]):
+        self.sizes = sizes
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        total, gmax = int(sum(sizes)), max(sizes)
+        idx = np.full((len(sizes), gmax), total, dtype=int)  # column `total` is a +inf pad
+        for f, (s, g) in enumerate(zip(self.starts, sizes)):
+            idx[f, :g] = np.arange(s, s + g)
+        self.idx = idx
+
+    def argmin(self, obj: np.ndarray) -> np.ndarray:
+        """obj (K, G) -> (F, K) column index of each family's minimum (first one on ties, like argmin)."""
+        ext = np.concatenate([obj, np.full((obj.shape[0], 1), np.inf)], axis=1)
+        local = np.argmin(ext[:, self.idx], axis=2)  # (K, F)
+        return (local + self.starts[None]).T
+
+    def expand(self, per_family: np.ndarray) -> np.ndarray:
+        """(F, K) -> (K, G, 1), each family's value over its columns."""
+        return np.repeat(per_family.T, self.sizes, axis=1)[..., None]
+
+
+_GRIDS: dict[str, tuple] = {}
+
+
+def _grid_consts(fam: BasisFamily) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[float, np.ndarray]]:
+    """(grid, zoom offsets, lo, hi, {shrink: scaled zoom offsets}) of a family, built once."""
+    got = _GRIDS.get(fam.name)
+    if got is None or got[0].shape[1] != fam.n_theta or got[2].tolist() != list(fam.lo) or got[3].tolist() != list(fam.hi):
+        p = fam.n_theta
+        base = np.stack(np.meshgrid(*([np.linspace(-1.0, 1.0, 5)] * p), indexing="ij"), axis=-1).reshape(-1, p)
+        step = fam.step
+        got = (fam.grid(), base, np.asarray(fam.lo), np.asarray(fam.hi), {sh: base[None] * (step * sh) for sh in ZOOM_ROUNDS})
+        _GRIDS[fam.name] = got
+    return got
+
+
+_SEGMENTS: dict[tuple[int, ...], "_Segments"] = {}
+
+
+def _segments(sizes: list[int]) -> "_Segments":
+    key = tuple(sizes)
+    seg = _SEGMENTS.get(key)
+    if seg is None:
+        seg = _SEGMENTS[key] = _Segments(list(sizes))
+    return seg
+
+
+def fit_basis_all(fams: list[BasisFamily], pb: Problem) -> list[FamilyFit | None]:
+    return [None if p is None else p.finish(*_holdout_stats(p.pred, pb)) for p in _fit_basis_all(fams, pb)]
+
+
+@dataclass(frozen=True)
+class _Partial:
+    """A family fit before its holdout scores (computed for all families of a curve at once)."""
+
+    name: str
+    params: np.ndarray
+    cov: np.ndarray
+    rmse: float
+    pred: np.ndarray  # (K, n) fitted values of the full and prefix fits
+
+    def finish(self, hold: float | None, growth: float) -> FamilyFit:
+        return FamilyFit(self.name, self.params, self.cov, hold, growth, self.rmse)
+
+
+def _fit_basis_all(fams: list[BasisFamily], pb: Problem) -> list[_Partial | None]:
+    """Fit several basis families at once; same answers as fitting them one by one.
+
+    Per zoom round the grid columns of all families sit side by side in one (K, G, n) array, so the
+    IRLS costs a few dozen numpy calls per round instead of that many per family. Every row of every
+    reduction is the same computation as for a single family, so results are bit-identical.
+    """
+    use = [f for f in fams if not (f.pinned and pb.pin_base is None)]
+    order = [f for f in use if not f.pinned] + [f for f in use if f.pinned]
+    if not order:
+        return [None] * len(fams)
+    K = len(pb.masks)
+    consts = [_grid_consts(f) for f in order]
+    n_free_fams = sum(1 for f in order if not f.pinned)
+    masks3 = pb.masks[:, None, :]
+    w0 = masks3 / (pb.scale * pb.scale)  # (K, 1, n)
+    apply_mask = _masker(pb.masks)
+
+    def resid(c: np.ndarray, a: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        r = a[..., None] * phi  # in place, same operations in the same order as (c + a*phi - z) / scale
+        r += c[..., None]
+        r -= pb.z
+        r /= pb.scale
+        return r
+
+    def chunks(G: int, n_free: int) -> list[tuple[int, int]]:
+        # column blocks: bounded (K, block, n) temporaries; never straddling the free/pinned boundary
+        step = max(1, CHUNK_ELEMS // (K * len(pb.u)))
+        out = []
+        for lo_, hi_ in ((0, n_free), (n_free, G)):
+            out += [(j, min(j + step, hi_)) for j in range(lo_, hi_, step)]
+        return out
+
+    def huber_weights(r: np.ndarray, d: np.ndarray, w0: np.ndarray = w0) -> np.ndarray:
+        w = np.abs(r)  # w0 * min(1, d / max(|r|, tiny)), in place
+        # (max(|r|, tiny) is not needed: |r| < tiny gives d/|r| > 1, or inf, and the min makes both 1)
+        np.divide(d, w, out=w)
+        np.minimum(w, 1.0, out=w)
+        w *= w0
+        return w
+
+    def irls(phi: np.ndarray, seg: _Segments, d: np.ndarray | None):
+        """Two IRLS rounds of Huber regression for every (K, G) column; returns c, a, obj, delta and
+        the first-round (c, a) (from which the Huber weights of any column can be rebuilt)."""
+        G = phi.shape[1]
+        n_free = int(sum(seg.sizes[:n_free_fams]))
+        c1, a1 = np.empty((K, G)), np.empty((K, G))
+        c2, a2, obj = np.empty((K, G)), np.empty((K, G)), np.empty((K, G))
+        blocks = chunks(G, n_free)
+        delta = None
+        if d is None:
+            sq = np.empty((K, G))
+            for j0, j1 in blocks:
+                ph = phi[:, j0:j1]
+                c1[:, j0:j1], a1[:, j0:j1] = _linear(ph, w0, pb, n_free - j0)
+                r = resid(c1[:, j0:j1], a1[:, j0:j1], ph)
+                r *= r
+                apply_mask(r)
+                sq[:, j0:j1] = r.sum(-1)
+            best = seg.argmin(sq)  # (F, K)
+            kk = np.arange(K)[None, :]
+            rows = resid(c1[kk, best], a1[kk, best], phi[np.zeros_like(kk) if phi.shape[0] == 1 else kk, best])  # (F, K, n)
+            delta = _robust_deltas(rows, pb.masks)
+            d = seg.expand(delta)
+        for j0, j1 in blocks:
+            ph, dd = phi[:, j0:j1], d[:, j0:j1]
+            if delta is None:
+                c1[:, j0:j1], a1[:, j0:j1] = _linear(ph, w0, pb, n_free - j0)
+            w = huber_weights(resid(c1[:, j0:j1], a1[:, j0:j1], ph), dd)
+            c2[:, j0:j1], a2[:, j0:j1] = _linear(ph, w, pb, n_free - j0)
+            obj[:, j0:j1] = _huber_obj(resid(c2[:, j0:j1], a2[:, j0:j1], ph), dd, apply_mask)
+        return c2, a2, obj, delta, (c1, a1, d)
+
+    seg0 = _segments([len(c[0]) for c in consts])
+    phi = np.concatenate([f.phi(c[0], pb.u)[None] for f, c in zip(order, consts)], axis=1)  # (1, G, n)
+    c, a, obj, delta, first = irls(phi, seg0, None)
+    best = seg0.argmin(obj)
+    thetas = [c[0][best[i] - seg0.starts[i]] for i, c in enumerate(consts)]  # (K, p) each
+    seg = _segments([len(c[1]) for c in consts])
+    d = seg.expand(delta)
+    kk = np.arange(K)
+    for shrink in ZOOM_ROUNDS:
+        locals_ = []
+        for t, c in zip(thetas, consts):  # clip(theta + offsets, lo, hi)
+            offs = c[4].get(shrink)
+            if offs is None:
+                offs = c[1][None] * (order[len(locals_)].step * shrink)
+            loc = t[:, None, :] + offs
+            np.maximum(loc, c[2], out=loc)
+            np.minimum(loc, c[3], out=loc)
+            locals_.append(loc)
+        phi = np.concatenate([f.phi(loc, pb.u) for f, loc in zip(order, locals_)], axis=1)  # (K, G2, n)
+        c, a, obj, _, first = irls(phi, seg, d)
+        best = seg.argmin(obj)
+        thetas = [loc[kk, best[i] - seg.starts[i]] for i, loc in enumerate(locals_)]
+
+    def weights_at(col: int) -> np.ndarray:
+        """Huber weights (full-curve row) of column ``col`` of the last round, as the IRLS used them."""
+        c1, a1, dd = first
+        return huber_weights(resid(c1[0:1, col : col + 1], a1[0:1, col : col + 1], phi[0:1, col : col + 1]), dd[0:1, col : col + 1], w0[0:1])[0, 0]
+
+    noise_floor = float(np.mean((pb.noise_sd / pb.scale) ** 2))
+    done: dict[str, _Partial | None] = {}
+    for i, fam in enumerate(order):
+        col = best[i]
+        params = np.column_stack([c[kk, col], a[kk, col], thetas[i]])  # (K, P)
+        if not np.all(np.isfinite(params)):
+            done[fam.name] = None
+            continue
+        pred = basis_predict(fam, params, pb.u)  # (K, n)
+        cov, rmse = _laplace_basis(fam, params[0], weights_at(int(col[0])), pred[0], pb, noise_floor)
+        done[fam.name] = _Partial(fam.name, params[0], cov, rmse, pred)
+    return [done.get(f.name) for f in fams]
 
 
 def fit_basis(fam: BasisFamily, pb: Problem) -> FamilyFit | None:
-    if fam.pinned and pb.pin_base is None:
-        return None
-    K = len(pb.masks)
-    lo, hi = np.asarray(fam.lo), np.asarray(fam.hi)
-    grid = fam.grid()
-    phi = fam.phi(grid, pb.u)[None]  # (1, G, n)
-    c, a, obj, delta, w = _irls(phi, pb, fam, None)
-    best = np.argmin(obj, axis=1)
-    theta = grid[best]  # (K, p)
-    p = fam.n_theta
-    base = np.stack(np.meshgrid(*([np.linspace(-1.0, 1.0, 5)] * p), indexing="ij"), axis=-1).reshape(-1, p)
-    for shrink in ZOOM_ROUNDS:
-        local = np.clip(theta[:, None, :] + base[None] * (fam.step * shrink), lo, hi)  # (K, G2, p)
-        phi_l = fam.phi(local, pb.u)
-        c, a, obj, _, w = _irls(phi_l, pb, fam, delta)
-        best = np.argmin(obj, axis=1)
-        theta = local[np.arange(K), best]
-    idx = np.arange(K)
-    c_k, a_k, w_k = c[idx, best], a[idx, best], w[idx, best]
-    params = np.column_stack([c_k, a_k, theta])  # (K, P)
-    if not np.all(np.isfinite(params)):
-        return None
-    pred = basis_predict(fam, params, pb.u)  # (K, n)
-    cov, rmse = _laplace_basis(fam, params[0], w_k[0], pred[0], pb)
-    hold, growth = _holdout_stats(pred, pb)
-    return FamilyFit(fam.name, params[0], cov, hold, growth, rmse)
+    return fit_basis_all([fam], pb)[0]
 
 
-def _laplace_basis(fam: BasisFamily, params: np.ndarray, w: np.ndarray, pred: np.ndarray, pb: Problem):
-    c, a, theta = params[0], params[1], params[2:]
+def _laplace_basis(fam: BasisFamily, params: np.ndarray, w: np.ndarray, pred: np.ndarray, pb: Problem, noise_floor: float):
+    a, theta = params[1], params[2:]
+    h = 1e-4
+    p = len(theta)
+    th = np.repeat(theta[None], 1 + 2 * p, axis=0)
+    for j in range(p):
+        th[1 + 2 * j, j] += h
+        th[2 + 2 * j, j] -= h
+    ph = fam.phi(th, pb.u)  # rows: theta, then +h/-h per component (row-wise identical to one-by-one calls)
     cols = []
     if not fam.pinned:
         cols.append(np.ones_like(pb.u))
-    phi0 = fam.phi(theta[None], pb.u)[0]
-    cols.append((phi0 - 1.0) if (fam.pinned and pb.pin_start) else phi0)
-    h = 1e-4
-    for j in range(len(theta)):
-        tp, tm = theta.copy(), theta.copy()
-        tp[j] += h
-        tm[j] -= h
-        cols.append(a * (fam.phi(tp[None], pb.u)[0] - fam.phi(tm[None], pb.u)[0]) / (2 * h))
+    cols.append((ph[0] - 1.0) if (fam.pinned and pb.pin_start) else ph[0])
+    for j in range(p):
+        cols.append(a * (ph[1 + 2 * j] - ph[2 + 2 * j]) / (2 * h))
     J = np.column_stack(cols)
-    cov_free, rmse = _weighted_cov(J, w, pred - pb.z, pb)
-    P = 2 + len(theta)
-    cov = np.zeros((P, P))
+    cov_free, rmse = _weighted_cov(J, w, pred - pb.z, noise_floor)
+    P = 2 + p
     if fam.pinned:
         # c is tied to a (pinned start: c = base - a) or fixed (pinned asymptote)
         T = np.zeros((P, P - 1))
@@ -207,12 +409,12 @@ def _laplace_basis(fam: BasisFamily, params: np.ndarray, w: np.ndarray, pred: np
     return cov, rmse
 
 
-def _weighted_cov(J: np.ndarray, w: np.ndarray, resid: np.ndarray, pb: Problem) -> tuple[np.ndarray, float]:
+def _weighted_cov(J: np.ndarray, w: np.ndarray, resid: np.ndarray, noise_floor: float) -> tuple[np.ndarray, float]:
     n, P = J.shape
     wr = w * resid * resid
-    dof = max(float(np.sum(w > 0)) - P, 1.0)
+    dof = max(float(np.count_nonzero(w > 0)) - P, 1.0)
     s2 = float(wr.sum()) / dof
-    s2 = max(s2, float(np.mean((pb.noise_sd / pb.scale) ** 2)))
+    s2 = max(s2, noise_floor)
     H = (J * w[:, None]).T @ J
     vals, vecs = np.linalg.eigh(H)
     vmax = max(float(vals.max()), _TINY)
@@ -238,7 +440,31 @@ def _holdout_stats(pred: np.ndarray, pb: Problem) -> tuple[float | None, float]:
     return float(np.mean(errs)), float(np.mean(rates))
 
 
+def _holdout_stats_many(preds: np.ndarray, pb: Problem) -> list[tuple[float | None, float]]:
+    """``_holdout_stats`` of several families' predictions (F, K, n) at once, with the same roundings."""
+    F = len(preds)
+    if len(pb.masks) < 2:
+        return [(None, 0.0)] * F
+    errs, rates = [], []
+    for k in range(1, len(pb.masks)):
+        out = pb.masks[k] == 0
+        e = np.ascontiguousarray(preds[:, k, out]) - pb.z[out]  # rows contiguous: same sums as one by one
+        rms = np.sqrt(np.mean(e * e, axis=1))
+        errs.append(rms)
+        noise2 = float(np.mean(pb.noise_sd[out] ** 2))
+        horizon = float(np.mean(np.log(pb.u[out] / pb.cuts[k])))
+        rates.append(np.sqrt(np.maximum(rms * rms - noise2, 0.0)) / max(horizon, 1e-3))
+    hold = np.mean(np.stack(errs), axis=0)
+    growth = np.mean(np.stack(rates), axis=0)
+    return [(float(h), float(g)) for h, g in zip(hold, growth)]
+
+
 def fit_vapor(pb: Problem) -> FamilyFit | None:
+    p = _fit_vapor(pb)
+    return None if p is None else p.finish(*_holdout_stats(p.pred, pb))
+
+
+def _fit_vapor(pb: Problem) -> _Partial | None:
     """Vapor pressure: weighted Huber regression of log(sign*z) on [1, 1/u, ln u]."""
     v = pb.sign * pb.z
     if np.any(v <= 0):
@@ -263,7 +489,7 @@ def fit_vapor(pb: Problem) -> FamilyFit | None:
 
     beta = solve(w0)
     r = lv[None] - beta @ X.T
-    delta = np.array([_robust_delta(r[k], pb.masks[k]) for k in range(len(pb.masks))])
+    delta = _robust_deltas(r[None], pb.masks)[0]
     w = w0 * np.minimum(1.0, delta[:, None] / np.maximum(np.abs(r), _TINY))
     for _ in range(2):
         beta = solve(w)
@@ -273,12 +499,16 @@ def fit_vapor(pb: Problem) -> FamilyFit | None:
         return None
     pred = vapor_predict(beta, pb.u, pb.sign)
     # z = sign*exp(X beta): dz/dbeta = z*X; log-space weights w equal z-space weights w/v^2
-    cov, rmse = _weighted_cov(X * pred[0][:, None], w[0] / (v * v), pred[0] - pb.z, pb)
-    hold, growth = _holdout_stats(pred, pb)
-    return FamilyFit("vapor", beta[0], cov, hold, growth, rmse)
+    cov, rmse = _weighted_cov(X * pred[0][:, None], w[0] / (v * v), pred[0] - pb.z, float(np.mean((pb.noise_sd / pb.scale) ** 2)))
+    return _Partial("vapor", beta[0], cov, rmse, pred)
 
 
 def fit_flat(pb: Problem) -> FamilyFit:
+    p = _fit_flat(pb)
+    return p.finish(*_holdout_stats(p.pred, pb))
+
+
+def _fit_flat(pb: Problem) -> _Partial:
     """The "already converged" law: the robust level of the window's last quarter, held forever.
 
     It keeps the ensemble honest on flat, noisy or non-monotone curves where every decreasing law
@@ -296,34 +526,40 @@ def fit_flat(pb: Problem) -> FamilyFit:
     pred = np.broadcast_to(levels[:, None], (K, n))
     m0 = max(3, int(np.ceil(0.25 * n)))
     var = max(tail_sd[0] ** 2, float(np.mean(pb.noise_sd**2))) * 1.57 / m0
-    hold, growth = _holdout_stats(pred, pb)
     rmse = float(np.sqrt(np.mean((pred[0] - pb.z) ** 2)))
-    return FamilyFit("flat", np.array([levels[0]]), np.array([[var]]), hold, growth, rmse)
+    return _Partial("flat", np.array([levels[0]]), np.array([[var]]), rmse, pred)
 
 
 def fit_all(pb: Problem, names: tuple[str, ...] | None = None) -> tuple[list[FamilyFit], list[str]]:
     """Fit every family; a family that fails is skipped and named in the returned notes."""
-    fits: list[FamilyFit] = []
+    parts: list[_Partial] = []
     notes: list[str] = []
-    for fam in BASIS_FAMILIES:
-        if names is not None and fam.name not in names:
-            continue
-        try:
-            with np.errstate(all="ignore"):
-                f = fit_basis(fam, pb)
-        except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - defensive
-            notes.append(f"{fam.name} fit failed: {exc}")
-            continue
-        if f is not None:
-            fits.append(f)
+    fams = [fam for fam in BASIS_FAMILIES if names is None or fam.name in names]
+    try:
+        with np.errstate(all="ignore"):
+            got = _fit_basis_all(fams, pb)
+    except (FloatingPointError, np.linalg.LinAlgError, ValueError):  # pragma: no cover - defensive
+        got = []
+        for fam in fams:  # one by one, so one failing family does not take the others down
+            try:
+                with np.errstate(all="ignore"):
+                    got.append(_fit_basis_all([fam], pb)[0])
+            except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:
+                notes.append(f"{fam.name} fit failed: {exc}")
+                got.append(None)
+    parts.extend(p for p in got if p is not None)
     if names is None or "vapor" in names:
         try:
             with np.errstate(all="ignore"):
-                f = fit_vapor(pb)
-            if f is not None:
-                fits.append(f)
+                p = _fit_vapor(pb)
+            if p is not None:
+                parts.append(p)
         except (FloatingPointError, np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover
             notes.append(f"vapor fit failed: {exc}")
     if names is None or "flat" in names:
-        fits.append(fit_flat(pb))
-    return fits, notes
+        parts.append(_fit_flat(pb))
+    if not parts:
+        return [], notes
+    with np.errstate(all="ignore"):
+        stats = _holdout_stats_many(np.stack([np.broadcast_to(p.pred, pb.masks.shape) for p in parts]), pb)
+    return [p.finish(*st) for p, st in zip(parts, stats)], notes

@@ -26,7 +26,7 @@ from .lr_laws import (
     tissue_predict,
 )
 from .prep import robust_noise
-from .spread import curve_scale, with_wide_component
+from .spread import curve_scale, with_wide_component_sorted
 
 MIN_POINTS = 8
 MAX_GRID = 20000  # schedule grid points; longer runs use a coarser step
@@ -148,9 +148,9 @@ def lr_forecast(q: ForecastQuery, seed: int = 0) -> EngineForecast | None:
     ratio = np.maximum(q_idx / max(float(steps[-1]), 1.0), 1.0)
     extra = np.sqrt(resid_sd**2 + (growth * y_min * (np.log(ratio) + 0.25 * (ratio > 1))) ** 2)
     z = np.clip(z, 0.0, float(np.max(c.y)) * 2.0) + rng.standard_normal(z.shape) * extra[None]
-    z = with_wide_component(z, float(np.median(loss[-5:])), curve_scale(loss, resid_sd), ratio)
+    z, z_sorted = with_wide_component_sorted(z, np.sort(z, axis=0), float(np.median(loss[-5:])), curve_scale(loss, resid_sd), ratio)
     z = np.maximum(z, 0.0)
-    marg = _to_marginals(q, z, warnings)
+    marg = _to_marginals(q, z, warnings, np.maximum(z_sorted, 0.0))  # a monotone map keeps the order
     details.update(noise_sd=resid_sd, lr_law=1.0, grid_step=h)
     if target_hits:
         # the observed part may already be there

@@ -172,9 +172,46 @@ def fit_tissue(curves: Sequence[Observed], prior: Prior | None = None) -> Tissue
     return TissueLaw(L0=float(x[0]), A=float(np.exp(x[1])), alpha=float(np.exp(x[2])), C=float(np.exp(x[3])), cov=cov)
 
 
+_TISSUE_ALPHAS = np.exp(np.linspace(np.log(0.03), np.log(2.0), 60))
+
+
 def _tissue_grid(s1, s2, y) -> np.ndarray:
     """Best (L0, A, C) in closed form (relative least squares) for each alpha on a grid."""
-    alphas = np.exp(np.linspace(np.log(0.03), np.log(2.0), 60))
+    try:
+        return _tissue_grid_batched(s1, s2, y)
+    except np.linalg.LinAlgError:  # a singular system: the loop skips just that alpha
+        return _tissue_grid_loop(s1, s2, y)
+
+
+def _tissue_grid_batched(s1, s2, y) -> np.ndarray:
+    """All alphas at once; per alpha the same products and LAPACK solve as ``_tissue_grid_loop``."""
+    alphas = _TISSUE_ALPHAS
+    w = 1.0 / (y * y)
+    n = len(y)
+    X = np.empty((len(alphas), n, 3))
+    X[:, :, 0] = 1.0
+    X[:, :, 1] = np.maximum(s1, 1e-12)[None] ** (-alphas[:, None])
+    X[:, :, 2] = -s2
+    XW = X * w[None, :, None]
+    XWt = XW.transpose(0, 2, 1)
+    H = XWt @ X + 1e-12 * np.eye(3)
+    g = XWt @ y
+    beta = np.linalg.solve(H, g[..., None])[..., 0]
+    beta[:, 1] = np.maximum(beta[:, 1], 1e-9)
+    beta[:, 2] = np.maximum(beta[:, 2], 1e-12)
+    beta[:, 0] = np.minimum(np.maximum(beta[:, 0], 0.0), float(np.min(y)) * 0.999)
+    fitted = (X @ beta[..., None])[..., 0]
+    sse = np.sum(np.abs((fitted - y) / y), axis=1)
+    sse = np.where(sse < np.inf, sse, np.inf)  # NaN never wins, as with `sse < best`
+    i = int(np.argmin(sse))
+    if not sse[i] < np.inf:
+        return np.array([0.5 * float(np.min(y)), 0.0, np.log(0.5), -20.0])
+    b = beta[i]
+    return np.array([b[0], np.log(b[1]), np.log(alphas[i]), np.log(b[2])])
+
+
+def _tissue_grid_loop(s1, s2, y) -> np.ndarray:
+    alphas = _TISSUE_ALPHAS
     w = 1.0 / (y * y)
     best, best_x = np.inf, None
     for a in alphas:
@@ -447,6 +484,34 @@ def mpl_predict_samples(x: np.ndarray, f: ScheduleFeatures, steps: np.ndarray, m
     """MPL predictions for many parameter vectors (S, 7) at ``steps`` -> (S, J)."""
     des = _MplDesign.build(f, steps, max_blocks)
     out = np.empty((len(x), len(des.s1)))
+    bufs = (np.empty((64,) + des.seg.shape), np.empty((64,) + des.seg.shape))  # reused: no fresh pages per chunk
     for i in range(0, len(x), 64):  # bounded memory: (64, J, K)
-        out[i : i + 64] = _mpl_pred(x[i : i + 64], des)
+        out[i : i + 64] = _mpl_pred_active(x[i : i + 64], des, bufs)
     return out
+
+
+def _mpl_pred_active(x: np.ndarray, des: _MplDesign, bufs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``_mpl_pred`` that takes the costly power only where a block is active (k <= t).
+
+    Inactive entries are exactly 0 in ``_mpl_parts`` (seg = 0, so base = 1 and G = 1 - 1 = 0) as long
+    as the per-sample factors are finite; then the einsum sees the same array and the result is
+    bit-identical. Non-finite draws take the plain path (whose NaNs the caller replaces).
+    """
+    L0 = x[:, 0:1]
+    A, alpha, B, C, beta, gamma = (np.exp(x[:, i : i + 1]) for i in range(1, 7))
+    ek = np.exp(-gamma[:, :, None] * des.log_lr[None, None, :])  # (S, 1, K)
+    if not (np.all(np.isfinite(ek)) and np.all(np.isfinite(C)) and np.all(np.isfinite(beta))):
+        return _mpl_pred(x, des)
+    s1 = np.maximum(des.s1, 1e-12)[None]
+    sp = s1 ** (-alpha)
+    S = len(x)
+    shape = (S,) + des.seg.shape
+    base, G = (np.empty(shape), np.empty(shape)) if bufs is None else (bufs[0][:S], bufs[1][:S])
+    np.multiply(ek, des.seg[None], out=base)  # xk
+    base *= C[:, :, None]  # C * xk + 1
+    base += 1.0
+    G.fill(1.0)
+    np.power(base, -beta[:, :, None], out=G, where=np.broadcast_to(des.active[None], shape))
+    np.subtract(1.0, G, out=G)
+    ld = np.einsum("sjk,k->sj", G, des.d)
+    return L0 + A * sp - B * ld

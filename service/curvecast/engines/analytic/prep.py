@@ -72,10 +72,12 @@ def warmup_end(z: np.ndarray) -> int:
     if n < 2 * MIN_FIT_POINTS:
         return 0
     if n > 400:
-        blocks = np.array_split(np.arange(n), 400)
-        zb = np.array([np.median(z[b]) for b in blocks])
+        # the 400 blocks of np.array_split: the first n % 400 one longer; medians by block length at once
+        q, r = divmod(n, 400)
+        cut = r * (q + 1)
+        zb = np.concatenate([np.median(z[:cut].reshape(r, q + 1), axis=1), np.median(z[cut:].reshape(400 - r, q), axis=1)])
         k = warmup_end(zb)
-        return int(blocks[k][0])
+        return int(k * (q + 1) if k < r else cut + (k - r) * q)
     head = _rolling_median(z, max(5, (n // 20) | 1))[: max(n // 3, 1) + 1]  # a lone spike is no peak
     return int(np.argmax(head))
 
@@ -108,7 +110,7 @@ def prepare(curve: Curve, max_points: int = MAX_POINTS) -> Prepared:
     noise = raw_noise / np.sqrt(counts)
     k = min(len(zb), 5)
     z_last = float(np.median(zb[-k:]))
-    z_range = float(np.quantile(zb, 0.95) - np.quantile(zb, 0.05)) if len(zb) > 1 else 0.0
+    z_range = float(np.subtract(*np.quantile(zb, [0.95, 0.05]))) if len(zb) > 1 else 0.0
     return Prepared(
         u=u,
         z=zb,
@@ -131,15 +133,17 @@ def _bin(u: np.ndarray, z: np.ndarray, max_points: int) -> tuple[np.ndarray, np.
     nb = max_points - TAIL_RAW
     edges = np.linspace(head_u[0], head_u[-1], nb + 1)
     idx = np.clip(np.searchsorted(edges, head_u, side="right") - 1, 0, nb - 1)
-    us, zs, cs = [], [], []
     order = np.argsort(idx, kind="stable")
-    splits = np.flatnonzero(np.diff(idx[order])) + 1
-    for group in np.split(order, splits):
-        if len(group):
-            us.append(float(np.mean(head_u[group])))
-            zs.append(float(np.median(head_z[group])))
-            cs.append(len(group))
-    us.extend(u[-TAIL_RAW:])
-    zs.extend(z[-TAIL_RAW:])
-    cs.extend([1] * TAIL_RAW)
-    return np.asarray(us), np.asarray(zs), np.asarray(cs, dtype=np.float64)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(idx[order])) + 1])
+    sizes = np.diff(np.concatenate([starts, [len(order)]]))
+    us, zs = np.empty(len(starts)), np.empty(len(starts))
+    for size in np.unique(sizes):  # bins of equal length at once: row-wise mean/median, same values
+        sel = np.flatnonzero(sizes == size)
+        members = order[starts[sel][:, None] + np.arange(size)]
+        us[sel] = np.mean(head_u[members], axis=1)
+        zs[sel] = np.median(head_z[members], axis=1)
+    return (
+        np.concatenate([us, u[-TAIL_RAW:]]),
+        np.concatenate([zs, z[-TAIL_RAW:]]),
+        np.concatenate([sizes.astype(np.float64), np.ones(TAIL_RAW)]),
+    )

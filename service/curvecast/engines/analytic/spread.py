@@ -26,10 +26,18 @@ WIDE_BASE = 0.25  # wide-component scale at the last observed x, in units of the
 WIDE_LEVEL = 0.05  # ... and at least this share of the level (loss spikes scale with the loss, not the range)
 
 
-def curve_scale(z: np.ndarray, noise: float) -> float:
-    """Robust size of the observed curve's movement; never below a few noise sds or 1e-3 of its level."""
+def curve_scale(z: np.ndarray, noise: float, spread: float | None = None) -> float:
+    """Robust size of the observed curve's movement; never below a few noise sds or 1e-3 of its level.
+
+    ``spread``: the 5-95% range of ``z`` when the caller has it already (``Prepared.z_range``)."""
     z = np.asarray(z, dtype=np.float64)
-    rng = float(np.quantile(z, 0.95) - np.quantile(z, 0.05)) if len(z) > 1 else 0.0
+    if spread is not None:
+        rng = float(spread)
+    elif len(z) > 1:
+        q05, q95 = np.quantile(z, [0.05, 0.95])
+        rng = float(q95 - q05)
+    else:
+        rng = 0.0
     level = float(np.median(np.abs(z))) if len(z) else 0.0
     return max(rng, 3.0 * noise, 1e-3 * level, 1e-12)
 
@@ -70,7 +78,27 @@ def _t_levels(k: int) -> np.ndarray:
     return stats.t.ppf((np.arange(k) + 0.5) / k, WIDE_DF)
 
 
-def with_wide_component(samples: np.ndarray, z_last: float, scale: float, ratio: np.ndarray) -> np.ndarray:
+def sorted_median(srt: np.ndarray) -> np.ndarray:
+    """``np.median(samples, axis=0)`` from ``np.sort(samples, axis=0)``: the same middle order
+    statistics and the same mean of the two, and NaN where a column has one (sorted last)."""
+    n = len(srt)
+    half = n // 2
+    med = np.mean(srt[half - 1 : half + 1], axis=0) if n % 2 == 0 else np.mean(srt[half : half + 1], axis=0)
+    return np.where(np.isnan(srt[-1]), np.nan, med)
+
+
+def with_wide_component_sorted(samples: np.ndarray, srt: np.ndarray, z_last: float, scale: float, ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``with_wide_component`` given ``srt = np.sort(samples, axis=0)``; also returns the result sorted.
+
+    One sort serves the median here and the quantiles later: the appended rows are one more sorted
+    run, which a merge sort joins in linear time (partition for the median and a full sort of the
+    result cost about as much as the sort each)."""
+    out = with_wide_component(samples, z_last, scale, ratio, med=sorted_median(srt))
+    wide = out[len(samples) :]
+    return out, np.sort(np.concatenate([srt, wide], axis=0), axis=0, kind="stable")
+
+
+def with_wide_component(samples: np.ndarray, z_last: float, scale: float, ratio: np.ndarray, med: np.ndarray | None = None) -> np.ndarray:
     """Append WIDE_WEIGHT (of the total) Student-t samples centred on the per-x median of ``samples``.
 
     Its scale is the largest of the observed range (times 0.25 + log-horizon), the distance between
@@ -79,7 +107,7 @@ def with_wide_component(samples: np.ndarray, z_last: float, scale: float, ratio:
     """
     s = len(samples)
     k = max(int(round(s * WIDE_WEIGHT / (1.0 - WIDE_WEIGHT))), 1)
-    med = np.median(samples, axis=0)
+    med = np.median(samples, axis=0) if med is None else med
     width = np.maximum(scale * (WIDE_BASE + log_horizon(ratio)), np.abs(med - z_last))
     width = np.maximum(width, WIDE_LEVEL * abs(z_last))
     # stratified Student-t quantiles, not random draws: the outermost quantile levels (and so the
