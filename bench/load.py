@@ -92,8 +92,15 @@ class Proc:
         self._ready.set()
 
     def cpu_s(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
+        """CPU seconds of the server and its worker processes (e.g. --analytic-workers)."""
+        total = 0.0
+        for ps in [self.ps, *self.ps.children(recursive=True)]:
+            try:
+                t = ps.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:  # a worker that just exited
+                pass
+        return total
 
     def rss_mb(self) -> float:
         return self.ps.memory_info().rss / 2**20
@@ -105,6 +112,31 @@ class Proc:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class Replicas:
+    """Several server processes measured as one: the SDK balances calls round-robin over their
+    addresses (as over the pods of a headless Kubernetes service); CPU, memory and metrics add up."""
+
+    def __init__(self, procs: list[Proc]) -> None:
+        self.procs = procs
+        self.address = ",".join(p.address for p in procs)
+        self.metrics_port = tuple(p.metrics_port for p in procs)
+        self.proc = procs[0].proc
+
+    def cpu_s(self) -> float:
+        return sum(p.cpu_s() for p in self.procs)
+
+    def rss_mb(self) -> float:
+        return sum(p.rss_mb() for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.stop()
+
+
+def start_replicas(n: int, start: Callable[[], Proc]) -> Proc | Replicas:
+    return start() if n <= 1 else Replicas([start() for _ in range(n)])
 
 
 def start_curvecast(engine: str, extra: Sequence[str] = ()) -> Proc:
@@ -296,7 +328,7 @@ class Samples:
         self.engines.update(out.engines)
 
 
-async def _timed(call: Call, i: int, t0: float, samples: Samples | None) -> None:
+async def _timed(call: Call, i: int, t0: float, samples: Samples | None) -> BaseException | None:
     out, err = None, None
     try:
         out = await call(i)
@@ -304,6 +336,7 @@ async def _timed(call: Call, i: int, t0: float, samples: Samples | None) -> None
         err = exc
     if samples is not None:
         samples.add(time.perf_counter() - t0, out, err)
+    return err
 
 
 async def closed_loop(call: Call, concurrency: int, duration: float, warmup: float) -> Samples:
@@ -317,7 +350,10 @@ async def closed_loop(call: Call, concurrency: int, duration: float, warmup: flo
             t0 = time.perf_counter()
             if t0 >= end:
                 return
-            await _timed(call, next(counter), t0, samples if t0 >= measure_from else None)
+            err = await _timed(call, next(counter), t0, samples if t0 >= measure_from else None)
+            hint = getattr(err, "retry_after_s", None)
+            if hint:  # a refused client comes back when the server said (the SDK's retries do the same)
+                await asyncio.sleep(min(hint, max(end - time.perf_counter(), 0.0)))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     samples.wall_s = max(time.perf_counter() - measure_from, 1e-9)
@@ -343,8 +379,15 @@ async def open_loop(call: Call, rate: float, duration: float) -> Samples:
 
 
 # ---- server-side measurements ----------------------------------------------------------------------------
-def scrape(metrics_port: int | None) -> dict[str, float]:
-    """Flat {name{labels}: value} of the server's Prometheus metrics (empty without a metrics port)."""
+def scrape(metrics_port: int | tuple[int | None, ...] | None) -> dict[str, float]:
+    """Flat {name{labels}: value} of the server's Prometheus metrics (empty without a metrics port);
+    a tuple of ports (replicas) gives the sums over them."""
+    if isinstance(metrics_port, tuple):
+        total: dict[str, float] = {}
+        for port in metrics_port:
+            for k, v in scrape(port).items():
+                total[k] = total.get(k, 0.0) + v
+        return total
     if not metrics_port:
         return {}
     import urllib.request
@@ -468,8 +511,11 @@ def markdown(result: dict[str, Any]) -> str:
              f"- engine requested: `{meta['engine']}`; answered by: {', '.join(meta['engines_answered']) or '-'}",
              f"- background CPU contention during the run: {meta['contention']}",
              f"- duration per level {meta['duration_s']} s (+{meta['warmup_s']} s warm-up), batch size "
-             f"{meta['batch_size']}, client timeout {meta['timeout_s']} s, SDK retries {meta['retries']}",
-             "", "Closed loop (each of `conc` workers waits for its answer before the next call). Latency is per call;",
+             f"{meta['batch_size']}, client timeout {meta['timeout_s']} s, SDK retries {meta['retries']}, "
+             f"server processes per engine {meta.get('replicas', 1)} (SDK round-robin over them)",
+             "", "Closed loop (each of `conc` workers waits for its answer before the next call; a refused worker "
+             "waits the server's retry hint first, as the SDK's retries do, and the refusal is counted). "
+             "Latency is per call;",
              "a batch call carries `batch` curves. Mean engine batch = curves per engine call, from "
              "`curvecast_batch_size`. CPU in cores (2 = whole machine). Health max = slowest grpc.health "
              "Check (one every 100 ms on its own channel) during the level: the server's event loop stays "
@@ -557,7 +603,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         targets.append(("server", None, SdkCaller))  # type: ignore[arg-type]
     else:
         for engine in args.engine.split(","):
-            targets.append((f"server[{engine}]", lambda e=engine: start_curvecast(e, args.server_arg), SdkCaller))
+            label = f"server[{engine}]" if args.replicas <= 1 else f"server[{engine}]x{args.replicas}"
+            targets.append((label, lambda e=engine: start_replicas(args.replicas, lambda: start_curvecast(e, args.server_arg)),
+                            SdkCaller))
     for name, starter, caller_cls in targets:
         proc = starter() if starter is not None else _external(args.target, args.metrics_port)
         try:
@@ -593,7 +641,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      command="python -m bench.load " + " ".join(sys.argv[1:]), engine=args.engine,
                      engines_answered=engines, contention=args.contention_note or contention(),
                      duration_s=args.duration, warmup_s=args.warmup, batch_size=args.batch_size,
-                     timeout_s=args.timeout, retries=args.retries, server_args=list(args.server_arg)),
+                     timeout_s=args.timeout, retries=args.retries, server_args=list(args.server_arg),
+                     replicas=args.replicas),
         "closed_loop": closed, "open_loop": opened, "limits": limits.get("limits", {}), "idle_cpu_cores": idle}
     result["verdicts"] = verdicts(result)
     return result
@@ -638,6 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
     p.add_argument("--retries", type=int, default=0, help="SDK retries (0 = count every rejection)")
     p.add_argument("--stub", action="store_true", help="also measure the real stack with a constant-time engine")
+    p.add_argument("--replicas", type=int, default=1, help="server processes per engine, on their own ports; the SDK "
+                   "balances round-robin over them (the deployment model: one process per pod)")
     p.add_argument("--skip-noop", action="store_true")
     p.add_argument("--server-arg", action="append", default=[], help="extra server flag (repeatable), e.g. "
                    "--server-arg=--max-batch=128")

@@ -111,14 +111,52 @@ def test_precheck_refuses_only_what_admission_would_refuse():
     from curvecast.domain.errors import Overloaded
     import time as _time
 
-    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), DataPlaneSettings(max_inflight_curves=100))
+    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), DataPlaneSettings(max_inflight_curves=100), max_batch=10)
     dp.precheck(100)  # empty server: anything that fits the limit passes
     dp._inflight = 90
     with pytest.raises(Overloaded):
         dp.precheck(20)
     dp.precheck(10)
-    dp._observe("analytic", 10, 0.1)  # 10 ms per curve: 90 queued curves = 0.9 s
+    dp._observe("analytic", 10, 0.1)  # 10 ms per curve: 90 queued + 1 + a batch of 10 = 1.01 s
     dp._observe("learned", 10, 1.0)
-    dp.precheck(1, _time.monotonic() + 1.0)  # the cheapest engine would make it
+    dp.precheck(1, _time.monotonic() + 1.2)  # the cheapest engine would make it
     with pytest.raises(Overloaded):
         dp.precheck(1, _time.monotonic() + 0.5)
+
+
+def test_curves_still_in_the_engine_count_after_their_caller_left():
+    import threading
+
+    class Gate(RecordingEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate, self.started = threading.Event(), threading.Event()
+
+        def forecast(self, queries):
+            self.started.set()
+            self.gate.wait(10)
+            return super().forecast(queries)
+
+    engine = Gate()
+    reg = EngineRegistry()
+    reg.put(engine)
+
+    async def go():
+        dp = DataPlane(reg, ThreadPoolExecutor(2))
+        call = asyncio.ensure_future(dp.forecast_many([_default_query(), _default_query()]))
+        await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 10)
+        call.cancel()  # the caller gives up while its curves are inside the engine
+        await asyncio.sleep(0.05)
+        left = dp.inflight, dp.pending_curves
+        engine.gate.set()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if dp.pending_curves == 0:
+                break
+        done = dp.pending_curves
+        await dp.close()
+        return left, done
+
+    (inflight, pending), done = asyncio.run(go())
+    assert inflight == 0 and pending == 2  # admission still sees the engine's work
+    assert done == 0

@@ -51,10 +51,17 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._running_batches = 0  # dispatched and not yet answered
+        self._running_curves = 0
 
     @property
     def depth(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def running(self) -> int:
+        """Curves in dispatched batches not yet answered, including those whose callers have gone:
+        the engine still spends the time on them."""
+        return self._running_curves
 
     async def submit(self, query: ForecastQuery, deadline: float | None = None) -> EngineForecast:
         self._ensure_worker()
@@ -108,6 +115,7 @@ class MicroBatcher:
                 except asyncio.TimeoutError:
                     break
             self._running_batches += 1
+            self._running_curves += len(batch)
             loop.create_task(self._dispatch(batch))
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
@@ -116,6 +124,7 @@ class MicroBatcher:
         finally:
             assert self._slots is not None
             self._running_batches -= 1
+            self._running_curves -= len(batch)
             self._slots.release()
 
     async def _dispatch_batch(self, batch: list[_Pending]) -> None:

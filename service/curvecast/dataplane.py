@@ -105,13 +105,25 @@ class DataPlane:
         if self._observer is not None:
             self._observer(engine, size, seconds)
 
-    def expected_wait_s(self, engines: set[str] | None = None) -> float:
-        """Rough time the curves already admitted need before a new one starts: curves in flight times
+    def expected_wait_s(self, engines: set[str] | None = None, extra: int = 0) -> float:
+        """Rough time until the curves already admitted, plus ``extra`` new ones, are done: curves times
         the measured cost per curve at the throughput the engines reached (overlapping batches counted
         once, so a GIL-bound engine is not assumed to run twice as fast with two batches in flight)."""
         names = engines if engines is not None else set(self._curve_s)
         per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
-        return self._inflight * per_curve
+        return (self.pending_curves + extra) * per_curve
+
+    def _done_in_s(self, n: int, per_curve: float) -> float:
+        """When ``n`` new curves would be answered: the work ahead, their own, and one engine batch of
+        slack (curves are answered a whole batch at a time, and batches form from whatever is queued)."""
+        return (self.pending_curves + n + int(self._batch_args["max_batch"])) * per_curve
+
+    @property
+    def pending_curves(self) -> int:
+        """Curves admitted, or still queued or computing in the engines: a caller that timed out leaves,
+        but a batch already in an engine still takes its time, and the next caller waits for it."""
+        in_engines = sum(b.depth + b.running for b in self._batchers.values())
+        return max(self._inflight, in_engines)
 
     def retry_hint_s(self, engines: set[str] | None = None) -> float:
         """When a refused caller should come back: about when the queued work is done, jittered
@@ -127,21 +139,22 @@ class DataPlane:
         if self._inflight + n > self.settings.max_inflight_curves and n <= self.settings.max_inflight_curves:
             raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
                              f"{self.settings.max_inflight_curves}); retry shortly", self.retry_hint_s())
-        if deadline is not None and self._inflight > 0 and self._curve_s:
-            wait = self._inflight * min(self._curve_s.values())
-            if time.monotonic() + wait > deadline:
-                raise Overloaded(f"server busy: about {wait:.2f} s of queued work, more than this call's deadline "
-                                 "allows; retry shortly or with a longer deadline", self.retry_hint_s())
+        if deadline is not None and self.pending_curves > 0 and self._curve_s:
+            done_in = self._done_in_s(n, min(self._curve_s.values()))
+            if time.monotonic() + done_in > deadline:
+                raise Overloaded(f"server busy: this call would be done in about {done_in:.2f} s, later than its "
+                                 "deadline; retry shortly or with a longer deadline", self.retry_hint_s())
 
     def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
         if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
             raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "
                                         f"{self.settings.max_inflight_curves} at once (split the batch)")
-        if deadline is not None and self._inflight > 0:
-            wait = self.expected_wait_s(engines)
-            if time.monotonic() + wait > deadline:  # it would only queue to time out: say so now
-                raise Overloaded(f"server busy: about {wait:.2f} s of queued work, more than this call's deadline "
-                                 "allows; retry shortly or with a longer deadline", self.retry_hint_s(engines))
+        if deadline is not None and self.pending_curves > 0:
+            names = engines if engines is not None else set(self._curve_s)
+            done_in = self._done_in_s(n, sum(self._curve_s.get(e, 0.0) for e in names))
+            if time.monotonic() + done_in > deadline:  # it would only queue to time out: say so now
+                raise Overloaded(f"server busy: this call would be done in about {done_in:.2f} s, later than its "
+                                 "deadline; retry shortly or with a longer deadline", self.retry_hint_s(engines))
         if self._inflight + n > self.settings.max_inflight_curves:
             raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
                              f"{self.settings.max_inflight_curves}); retry shortly", self.retry_hint_s(engines))
