@@ -160,3 +160,19 @@ def test_curves_still_in_the_engine_count_after_their_caller_left():
     (inflight, pending), done = asyncio.run(go())
     assert inflight == 0 and pending == 2  # admission still sees the engine's work
     assert done == 0
+
+
+def test_a_crowd_of_refused_callers_is_spread_over_the_time_to_serve_it():
+    from curvecast.domain.errors import Overloaded
+
+    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), DataPlaneSettings(max_inflight_curves=64,
+                                                                            retry_after_max_s=30.0))
+    dp._observe("analytic", 32, 0.32)  # 10 ms per curve
+    dp._inflight = 64
+    hints = []
+    for _ in range(50):  # 50 refused 32-curve calls within the window
+        with pytest.raises(Overloaded) as err:
+            dp.precheck(32)
+        hints.append(err.value.retry_after_s)
+    assert np.mean(hints[-10:]) > 5 * np.mean(hints[:3])  # later refusals are told to wait longer
+    assert max(hints) <= 1.5 * 30.0

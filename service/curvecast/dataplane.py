@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .scaling import ScalingFit, ScalingPoint
 
 ENSEMBLE = "ensemble"
+_REFUSED_WINDOW_S = 2.0  # refusals this recent count towards the retry hint
 T = TypeVar("T")
 
 
@@ -67,7 +69,7 @@ class DataPlaneSettings:
     decision_grid_beyond: int = 12
     decision_extension: float = 4.0
     retry_after_s: float = 0.05  # the shortest retry hint; longer when the queue needs longer to drain
-    retry_after_max_s: float = 2.0
+    retry_after_max_s: float = 10.0
 
 
 class DataPlane:
@@ -88,6 +90,8 @@ class DataPlane:
         self._observer = observer
         self._curve_s: dict[str, float] = {}  # recent engine seconds per curve (EWMA), per engine
         self._inflight = 0
+        self._refused: deque[tuple[float, int]] = deque()  # (when, curves) of recent refusals
+        self._refused_curves = 0
 
     # ---- admission ------------------------------------------------------------------------------
     @property
@@ -126,24 +130,36 @@ class DataPlane:
         return max(self._inflight, in_engines)
 
     def retry_hint_s(self, engines: set[str] | None = None) -> float:
-        """When a refused caller should come back: about when the queued work is done, jittered
-        (x0.5..1.5) so refused clients do not all return at the same instant."""
+        """When a refused caller should come back: about when the queued work, and the work refused in
+        the last ``_REFUSED_WINDOW_S``, would be done, jittered (x0.5..1.5). Counting what was refused
+        spreads a crowd of refused clients over the time the server needs to serve them all, instead
+        of having them all return (and be refused again) at once."""
         st = self.settings
-        base = min(max(self.expected_wait_s(engines), st.retry_after_s), st.retry_after_max_s)
-        return base * random.uniform(0.5, 1.5)
+        names = engines if engines is not None else set(self._curve_s)
+        per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
+        now = time.monotonic()
+        while self._refused and self._refused[0][0] < now - _REFUSED_WINDOW_S:
+            self._refused_curves -= self._refused.popleft()[1]
+        wait = (self.pending_curves + self._refused_curves) * per_curve
+        return min(max(wait, st.retry_after_s), st.retry_after_max_s) * random.uniform(0.5, 1.5)
+
+    def _refuse(self, n: int, message: str, engines: set[str] | None = None) -> Overloaded:
+        self._refused.append((time.monotonic(), n))
+        self._refused_curves += n
+        return Overloaded(message, self.retry_hint_s(engines))
 
     def precheck(self, n: int, deadline: float | None = None) -> None:
         """Refuse a call before it is decoded and validated when it certainly could not be admitted:
         a flood of refused 1,000-curve batches must not cost the server their validation. Uses the
         cheapest engine's cost, so it never refuses what ``_admit`` would accept."""
         if self._inflight + n > self.settings.max_inflight_curves and n <= self.settings.max_inflight_curves:
-            raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
-                             f"{self.settings.max_inflight_curves}); retry shortly", self.retry_hint_s())
+            raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit "
+                               f"{self.settings.max_inflight_curves}); retry shortly")
         if deadline is not None and self.pending_curves > 0 and self._curve_s:
             done_in = self._done_in_s(n, min(self._curve_s.values()))
             if time.monotonic() + done_in > deadline:
-                raise Overloaded(f"server busy: this call would be done in about {done_in:.2f} s, later than its "
-                                 "deadline; retry shortly or with a longer deadline", self.retry_hint_s())
+                raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
+                                   "its deadline; retry shortly or with a longer deadline")
 
     def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
         if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
@@ -153,11 +169,11 @@ class DataPlane:
             names = engines if engines is not None else set(self._curve_s)
             done_in = self._done_in_s(n, sum(self._curve_s.get(e, 0.0) for e in names))
             if time.monotonic() + done_in > deadline:  # it would only queue to time out: say so now
-                raise Overloaded(f"server busy: this call would be done in about {done_in:.2f} s, later than its "
-                                 "deadline; retry shortly or with a longer deadline", self.retry_hint_s(engines))
+                raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
+                                   "its deadline; retry shortly or with a longer deadline", engines)
         if self._inflight + n > self.settings.max_inflight_curves:
-            raise Overloaded(f"server busy: {self._inflight} curves in flight (limit "
-                             f"{self.settings.max_inflight_curves}); retry shortly", self.retry_hint_s(engines))
+            raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit "
+                               f"{self.settings.max_inflight_curves}); retry shortly", engines)
         self._inflight += n
 
     # ---- forecasting ----------------------------------------------------------------------------
