@@ -176,3 +176,21 @@ def test_a_crowd_of_refused_callers_is_spread_over_the_time_to_serve_it():
         hints.append(err.value.retry_after_s)
     assert np.mean(hints[-10:]) > 5 * np.mean(hints[:3])  # later refusals are told to wait longer
     assert max(hints) <= 1.5 * 30.0
+
+
+def test_finishing_cost_joins_the_admission_estimate():
+    engine = RecordingEngine()
+    reg = EngineRegistry()
+    reg.put(engine)
+
+    async def go():
+        dp = DataPlane(reg, ThreadPoolExecutor(1))
+        await dp.forecast_many([_default_query() for _ in range(4)])
+        await dp.close()
+        return dp
+
+    dp = asyncio.run(go())
+    assert dp._finish_s > 0.0  # decisions and response building were timed
+    dp._inflight = 10
+    engine_only = 10 * dp._curve_s["analytic"]
+    assert dp.expected_wait_s({"analytic"}) == pytest.approx(engine_only + 10 * dp._finish_s)

@@ -89,6 +89,7 @@ class DataPlane:
                                 max_concurrent_batches=max_concurrent_batches)
         self._observer = observer
         self._curve_s: dict[str, float] = {}  # recent engine seconds per curve (EWMA), per engine
+        self._finish_s = 0.0  # recent seconds per curve of finishing (decisions, response), EWMA
         self._inflight = 0
         self._refused: deque[tuple[float, int]] = deque()  # (when, curves) of recent refusals
         self._refused_curves = 0
@@ -113,9 +114,12 @@ class DataPlane:
         """Rough time until the curves already admitted, plus ``extra`` new ones, are done: curves times
         the measured cost per curve at the throughput the engines reached (overlapping batches counted
         once, so a GIL-bound engine is not assumed to run twice as fast with two batches in flight)."""
+        return (self.pending_curves + extra) * self._per_curve_s(engines)
+
+    def _per_curve_s(self, engines: set[str] | None = None) -> float:
+        """Measured cost of one curve: the engines' and the finishing stage's (same process, same GIL)."""
         names = engines if engines is not None else set(self._curve_s)
-        per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
-        return (self.pending_curves + extra) * per_curve
+        return sum(self._curve_s.get(n, 0.0) for n in names) + self._finish_s
 
     def _done_in_s(self, n: int, per_curve: float) -> float:
         """When ``n`` new curves would be answered: the work ahead, their own, and one engine batch of
@@ -135,8 +139,7 @@ class DataPlane:
         spreads a crowd of refused clients over the time the server needs to serve them all, instead
         of having them all return (and be refused again) at once."""
         st = self.settings
-        names = engines if engines is not None else set(self._curve_s)
-        per_curve = sum(self._curve_s.get(n, 0.0) for n in names)
+        per_curve = self._per_curve_s(engines)
         now = time.monotonic()
         while self._refused and self._refused[0][0] < now - _REFUSED_WINDOW_S:
             self._refused_curves -= self._refused.popleft()[1]
@@ -156,7 +159,7 @@ class DataPlane:
             raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit "
                                f"{self.settings.max_inflight_curves}); retry shortly")
         if deadline is not None and self.pending_curves > 0 and self._curve_s:
-            done_in = self._done_in_s(n, min(self._curve_s.values()))
+            done_in = self._done_in_s(n, min(self._curve_s.values()) + self._finish_s)
             if time.monotonic() + done_in > deadline:
                 raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
                                    "its deadline; retry shortly or with a longer deadline")
@@ -166,8 +169,7 @@ class DataPlane:
             raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "
                                         f"{self.settings.max_inflight_curves} at once (split the batch)")
         if deadline is not None and self.pending_curves > 0:
-            names = engines if engines is not None else set(self._curve_s)
-            done_in = self._done_in_s(n, sum(self._curve_s.get(e, 0.0) for e in names))
+            done_in = self._done_in_s(n, self._per_curve_s(engines))
             if time.monotonic() + done_in > deadline:  # it would only queue to time out: say so now
                 raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
                                    "its deadline; retry shortly or with a longer deadline", engines)
@@ -231,6 +233,14 @@ class DataPlane:
         return await asyncio.get_running_loop().run_in_executor(self._post, fn, *args)
 
     def _finish_all(self, queries, early, plans, names, per_engine, post=None) -> list:
+        started = time.perf_counter()
+        out = self._finish_each(queries, early, plans, names, per_engine, post)
+        if len(plans):
+            per_curve = (time.perf_counter() - started) / len(plans)
+            self._finish_s = per_curve if self._finish_s == 0.0 else 0.8 * self._finish_s + 0.2 * per_curve
+        return out
+
+    def _finish_each(self, queries, early, plans, names, per_engine, post) -> list:
         out: list = []
         for k, q in enumerate(queries):
             if k in early:
