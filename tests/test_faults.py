@@ -272,7 +272,7 @@ def test_sigterm_under_load_drains_without_failing_accepted_calls(started):
 
     threading.Thread(target=watcher, daemon=True).start()
     x, y = loss_curve(80)
-    n_calls = 64
+    n_calls = 400  # several seconds of fits on one engine thread (about 7 ms each)
 
     async def load():
         async with AsyncClient(server.address, retries=0, timeout=120) as c:
@@ -284,7 +284,7 @@ def test_sigterm_under_load_drains_without_failing_accepted_calls(started):
                 return r
 
             accepted = [asyncio.ensure_future(tracked(i)) for i in range(n_calls)]
-            await asyncio.sleep(0.5)  # every call is on the server; 64 curves take seconds on one engine thread
+            await asyncio.sleep(0.5)  # every call is on the server; 400 curves take seconds on one engine thread
             server.proc.send_signal(signal.SIGTERM)
             sigterm_at = time.monotonic()
             await asyncio.sleep(0.2)
