@@ -184,11 +184,16 @@ def _copy_model(tmp_path: Path) -> Path:
     return tmp_path / src.name
 
 
-def test_tampered_model_is_refused(tmp_path):
-    path = _copy_model(tmp_path)
+def _tamper(path: Path) -> None:
+    """Flip one byte in the middle of the file: same size, different sha256."""
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def test_tampered_model_is_refused(tmp_path):
+    path = _copy_model(tmp_path)
+    _tamper(path)
     with pytest.raises(ModelLoadError, match="sha256"):
         LearnedEngine.load(path, warmup=False)
 
@@ -275,7 +280,8 @@ def test_cooldown_ahead_is_anticipated(engine):
 def test_quantized_variant_is_listed_verified_and_close_to_float(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxruntime.quantization")
-    from training.export import export_onnx, sha256_of
+    from curvecast.engines.learned.engine import sha256_of
+    from training.export import export_onnx
     from training.model import CurvePFN, ModelConfig
     from training.quantize import main as quantize_main
 
@@ -307,9 +313,7 @@ def test_quantized_variant_is_listed_verified_and_close_to_float(tmp_path):
     lp_f, lp_q = fp.runtime.run(*args), q8.runtime.run(*args)
     assert 0.0 < np.abs(lp_f - lp_q).max() < 0.1  # really quantised, still close
 
-    data = bytearray(q_path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    q_path.write_bytes(bytes(data))
+    _tamper(q_path)
     with pytest.raises(ModelLoadError, match="sha256"):
         LearnedEngine.load(q_path, warmup=False)
 

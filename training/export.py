@@ -13,7 +13,6 @@ without touching the hash.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 import warnings
@@ -22,19 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curvecast.engines.learned.engine import sha256_of
 from training.model import CurvePFN, ModelConfig
 
 INPUT_NAMES = ["ctx_x", "ctx_y", "ctx_mask", "qry_x"]
 OUTPUT_NAMES = ["log_probs", "borders"]
 OPSET = 17
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: Path) -> tuple[CurvePFN, dict]:

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from training.export import sha256_of
+from curvecast.engines.learned.engine import CARD_NAME, sha256_of
 
-CARD_NAME = "model-card.json"
 # the first encoder layers see raw positions and values: 8-bit activations there would blur them
 DEFAULT_KEEP_FLOAT = ("/enc_x/enc_x.0/MatMul", "/enc_y/enc_y.0/MatMul")
 

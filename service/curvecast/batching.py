@@ -2,8 +2,8 @@
 
 Like Triton's dynamic batcher: the first waiting query opens a window of at most ``max_delay_s``;
 the batch closes early when ``max_batch`` queries are waiting. An idle engine opens no window: a lone
-query starts at once (no added latency at low load), and under load batches form while the engine is busy. Engine work runs in an executor so the
-event loop only ever routes messages. At most ``max_concurrent_batches`` batches are in the executor at
+query starts at once (no added latency at low load), and under load batches form while the engine is
+busy. Engine work runs in an executor so the event loop only ever routes messages. At most ``max_concurrent_batches`` batches are in the executor at
 once: further queries wait in the queue (bounded by the data plane's admission limit), where a cancelled
 caller costs nothing and where they form larger batches under load. Queries whose deadline has passed
 when their batch starts running are not computed, and a failure inside one query only fails that one:

@@ -105,8 +105,7 @@ class DataPlane:
 
     def _observe(self, engine: str, size: int, seconds: float, overlap: float = 1.0) -> None:
         per_curve = seconds / max(size, 1) / max(overlap, 1.0)  # throughput cost: overlapping batches shared the CPU
-        old = self._curve_s.get(engine)
-        self._curve_s[engine] = per_curve if old is None else 0.8 * old + 0.2 * per_curve
+        self._curve_s[engine] = _ewma(self._curve_s.get(engine), per_curve)
         if self._observer is not None:
             self._observer(engine, size, seconds)
 
@@ -155,28 +154,30 @@ class DataPlane:
         """Refuse a call before it is decoded and validated when it certainly could not be admitted:
         a flood of refused 1,000-curve batches must not cost the server their validation. Uses the
         cheapest engine's cost, so it never refuses what ``_admit`` would accept."""
-        if self._inflight + n > self.settings.max_inflight_curves and n <= self.settings.max_inflight_curves:
-            raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit "
-                               f"{self.settings.max_inflight_curves}); retry shortly")
-        if deadline is not None and self.pending_curves > 0 and self._curve_s:
-            done_in = self._done_in_s(n, min(self._curve_s.values()) + self._finish_s)
-            if time.monotonic() + done_in > deadline:
-                raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
-                                   "its deadline; retry shortly or with a longer deadline")
+        if n <= self.settings.max_inflight_curves:  # larger ones are refused as invalid by ``_admit``
+            cheapest = min(self._curve_s.values()) + self._finish_s if self._curve_s else 0.0
+            self._refuse_if_busy(n, deadline, cheapest)
 
     def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
         if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
             raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "
                                         f"{self.settings.max_inflight_curves} at once (split the batch)")
-        if deadline is not None and self.pending_curves > 0:
-            done_in = self._done_in_s(n, self._per_curve_s(engines))
-            if time.monotonic() + done_in > deadline:  # it would only queue to time out: say so now
+        self._refuse_if_busy(n, deadline, self._per_curve_s(engines), engines)
+        self._inflight += n
+
+    def _refuse_if_busy(self, n: int, deadline: float | None, per_curve: float,
+                        engines: set[str] | None = None) -> None:
+        """``Overloaded`` when ``n`` more curves exceed the in-flight limit, or would be answered after
+        the caller's deadline (it would only queue to time out: say so now)."""
+        limit = self.settings.max_inflight_curves
+        if self._inflight + n > limit:
+            raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit {limit}); retry shortly",
+                               engines)
+        if deadline is not None and per_curve > 0 and self.pending_curves > 0:
+            done_in = self._done_in_s(n, per_curve)
+            if time.monotonic() + done_in > deadline:
                 raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
                                    "its deadline; retry shortly or with a longer deadline", engines)
-        if self._inflight + n > self.settings.max_inflight_curves:
-            raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit "
-                               f"{self.settings.max_inflight_curves}); retry shortly", engines)
-        self._inflight += n
 
     # ---- forecasting ----------------------------------------------------------------------------
     async def forecast(self, query: ForecastQuery, deadline: float | None = None,
@@ -237,7 +238,7 @@ class DataPlane:
         out = self._finish_each(queries, early, plans, names, per_engine, post)
         if len(plans):
             per_curve = (time.perf_counter() - started) / len(plans)
-            self._finish_s = per_curve if self._finish_s == 0.0 else 0.8 * self._finish_s + 0.2 * per_curve
+            self._finish_s = _ewma(self._finish_s or None, per_curve)
         return out
 
     def _finish_each(self, queries, early, plans, names, per_engine, post) -> list:
@@ -338,6 +339,11 @@ class DataPlane:
             await b.close()
         if self._own_post:
             self._post.shutdown(wait=False, cancel_futures=True)
+
+
+def _ewma(old: float | None, new: float) -> float:
+    """Recent average: the first observation as is, then 80% memory."""
+    return new if old is None else 0.8 * old + 0.2 * new
 
 
 def _snap(grid: np.ndarray, asked: np.ndarray, rel: float = 1e-9) -> np.ndarray:

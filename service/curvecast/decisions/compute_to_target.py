@@ -104,9 +104,8 @@ def past_target(values: np.ndarray, target: float, goal: Goal) -> np.ndarray:
 
 def p_past_target(marginals: Marginals, target: float, goal: Goal) -> np.ndarray:
     """P(value at each x is at or past the target), per x."""
-    cdf = marginals.cdf(float(target))
-    p = cdf if goal is Goal.MINIMIZE else 1.0 - cdf
-    return np.clip(np.where(np.isnan(p), 0.0, p), 0.0, 1.0)
+    cdf = marginals.cdf(float(target))  # already a probability in [0, 1], never NaN
+    return cdf if goal is Goal.MINIMIZE else 1.0 - cdf
 
 
 def first_reached_x(curve: Curve, target: float) -> float | None:

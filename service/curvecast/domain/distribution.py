@@ -158,8 +158,7 @@ class Marginals:
             inner = LEVELS[idx - 1] + np.clip(frac, 0.0, 1.0) * (LEVELS[idx] - LEVELS[idx - 1])
             below = _TAIL_MASS * np.exp(np.minimum((v - vals[:, 0]) / lo_scale, 0.0))
             above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v - vals[:, -1]) / hi_scale, 0.0))
-        out = np.where(v < vals[:, 0], below, np.where(v > vals[:, -1], above, inner))
-        return np.clip(np.where(np.isnan(out), 0.0, out), 0.0, 1.0)
+        return _probability(np.where(v < vals[:, 0], below, np.where(v > vals[:, -1], above, inner)))
 
     def cdf_grid(self, v: np.ndarray) -> np.ndarray:
         """CDF at a grid of values per x: ``v`` has shape (m, G)."""
@@ -170,8 +169,7 @@ class Marginals:
         with np.errstate(all="ignore"):  # huge spans overflow to inf here; the tails then saturate at 0 or 1
             below = _TAIL_MASS * np.exp(np.minimum((v - vals[:, :1]) / lo_scale[:, None], 0.0))
             above = 1.0 - _TAIL_MASS * np.exp(-np.maximum((v - vals[:, -1:]) / hi_scale[:, None], 0.0))
-        out = np.where(v < vals[:, :1], below, np.where(v > vals[:, -1:], above, inner))
-        return np.clip(np.where(np.isnan(out), 0.0, out), 0.0, 1.0)
+        return _probability(np.where(v < vals[:, :1], below, np.where(v > vals[:, -1:], above, inner)))
 
     def log_pdf(self, v: np.ndarray) -> np.ndarray:
         """Log-density of the value at each x; piecewise constant between grid levels."""
@@ -212,6 +210,11 @@ class Marginals:
         lo = -np.inf if lower is None else lower
         hi = np.inf if upper is None else upper
         return Marginals(self.x, np.clip(self.values, lo, hi), np.clip(self.mean, lo, hi))
+
+
+def _probability(p: np.ndarray) -> np.ndarray:
+    """CDF values as probabilities: NaN (from overflowing tails) counts as 0, the rest is clipped to [0, 1]."""
+    return np.clip(np.where(np.isnan(p), 0.0, p), 0.0, 1.0)
 
 
 def _mean_from_quantiles(values: np.ndarray) -> np.ndarray:

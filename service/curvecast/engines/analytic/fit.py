@@ -242,10 +242,6 @@ def _segments(sizes: list[int]) -> "_Segments":
     return seg
 
 
-def fit_basis_all(fams: list[BasisFamily], pb: Problem) -> list[FamilyFit | None]:
-    return [None if p is None else p.finish(*_holdout_stats(p.pred, pb)) for p in _fit_basis_all(fams, pb)]
-
-
 @dataclass(frozen=True)
 class _Partial:
     """A family fit before its holdout scores (computed for all families of a curve at once)."""
@@ -375,10 +371,6 @@ def _fit_basis_all(fams: list[BasisFamily], pb: Problem) -> list[_Partial | None
     return [done.get(f.name) for f in fams]
 
 
-def fit_basis(fam: BasisFamily, pb: Problem) -> FamilyFit | None:
-    return fit_basis_all([fam], pb)[0]
-
-
 def _laplace_basis(fam: BasisFamily, params: np.ndarray, w: np.ndarray, pred: np.ndarray, pb: Problem, noise_floor: float):
     a, theta = params[1], params[2:]
     h = 1e-4
@@ -424,24 +416,9 @@ def _weighted_cov(J: np.ndarray, w: np.ndarray, resid: np.ndarray, noise_floor: 
     return cov, rmse
 
 
-def _holdout_stats(pred: np.ndarray, pb: Problem) -> tuple[float | None, float]:
-    """Out-of-sample rms error of the prefix fits, and the error growth per log-horizon."""
-    if len(pb.masks) < 2:
-        return None, 0.0
-    errs, rates = [], []
-    for k in range(1, len(pb.masks)):
-        out = pb.masks[k] == 0
-        e = pred[k, out] - pb.z[out]
-        rms = float(np.sqrt(np.mean(e * e)))
-        errs.append(rms)
-        noise2 = float(np.mean(pb.noise_sd[out] ** 2))
-        horizon = float(np.mean(np.log(pb.u[out] / pb.cuts[k])))
-        rates.append(np.sqrt(max(rms * rms - noise2, 0.0)) / max(horizon, 1e-3))
-    return float(np.mean(errs)), float(np.mean(rates))
-
-
 def _holdout_stats_many(preds: np.ndarray, pb: Problem) -> list[tuple[float | None, float]]:
-    """``_holdout_stats`` of several families' predictions (F, K, n) at once, with the same roundings."""
+    """Out-of-sample rms error of each family's prefix fits, and its growth per log-horizon, for the
+    predictions (F, K, n) of several families at once (rows contiguous: the same sums as one by one)."""
     F = len(preds)
     if len(pb.masks) < 2:
         return [(None, 0.0)] * F
@@ -457,11 +434,6 @@ def _holdout_stats_many(preds: np.ndarray, pb: Problem) -> list[tuple[float | No
     hold = np.mean(np.stack(errs), axis=0)
     growth = np.mean(np.stack(rates), axis=0)
     return [(float(h), float(g)) for h, g in zip(hold, growth)]
-
-
-def fit_vapor(pb: Problem) -> FamilyFit | None:
-    p = _fit_vapor(pb)
-    return None if p is None else p.finish(*_holdout_stats(p.pred, pb))
 
 
 def _fit_vapor(pb: Problem) -> _Partial | None:
@@ -501,11 +473,6 @@ def _fit_vapor(pb: Problem) -> _Partial | None:
     # z = sign*exp(X beta): dz/dbeta = z*X; log-space weights w equal z-space weights w/v^2
     cov, rmse = _weighted_cov(X * pred[0][:, None], w[0] / (v * v), pred[0] - pb.z, float(np.mean((pb.noise_sd / pb.scale) ** 2)))
     return _Partial("vapor", beta[0], cov, rmse, pred)
-
-
-def fit_flat(pb: Problem) -> FamilyFit:
-    p = _fit_flat(pb)
-    return p.finish(*_holdout_stats(p.pred, pb))
 
 
 def _fit_flat(pb: Problem) -> _Partial:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 
 from ...domain.curve import ForecastQuery, Goal, XKind
-from ...domain.distribution import LEVELS, Marginals
+from ...domain.distribution import LEVELS, Marginals, count_le_rows
 from ...domain.errors import EngineUnavailable
 from ..base import EngineForecast, EngineInfo
 from . import normalization as nz
@@ -70,11 +70,7 @@ def bar_quantiles(probs: np.ndarray, borders: np.ndarray, levels: np.ndarray = L
     cdf[:, 0] = 0.0
     np.cumsum(probs, axis=1, out=cdf[:, 1:])
     cdf[:, -1] = 1.0
-    # bucket of each level, by one searchsorted over all rows (row r shifted by 2r keeps it sorted)
-    shift = 2.0 * np.arange(m)[:, None]
-    flat = (cdf[:, 1:-1] + shift).ravel()
-    j = np.searchsorted(flat, (levels[None, :] + shift).ravel(), side="right").reshape(m, -1)
-    j = np.clip(j - (k - 1) * np.arange(m)[:, None], 0, k - 1)
+    j = np.clip(count_le_rows(cdf[:, 1:-1], np.broadcast_to(levels, (m, len(levels)))), 0, k - 1)  # bucket per level
     c_j = np.take_along_axis(cdf, j, axis=1)
     p_j = np.maximum(np.take_along_axis(probs, j, axis=1), 1e-30)
     out = borders[j] + np.clip((levels[None, :] - c_j) / p_j, 0.0, 1.0) * np.diff(borders)[j]
@@ -265,12 +261,10 @@ def plan_groups(sizes: Sequence[tuple[int, int]], max_batch: int,
 
 
 # ---- the engine -----------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (the model card records it; a mismatch refuses the model)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class LearnedEngine:
@@ -310,7 +304,7 @@ class LearnedEngine:
         size = path.stat().st_size
         if "size_bytes" in card and size != card["size_bytes"]:
             raise ModelLoadError(f"model file {path} has {size} bytes, card says {card['size_bytes']} (truncated?)")
-        digest = _sha256(path)
+        digest = sha256_of(path)
         if digest != card.get("sha256"):
             raise ModelLoadError(f"model file {path} sha256 {digest} does not match the card's {card.get('sha256')}")
         try:
