@@ -5,11 +5,12 @@
 #
 # Both run `curvecast-server` with the bundled learned model as an unprivileged user (uid 10001) and
 # need no writable root filesystem (run with --read-only; mount a tmpfs on /tmp if you like). The
-# runtime dependencies are installed from constraints.txt, the pinned set the tests ran against.
+# runtime dependencies are installed from constraints/serve.txt (and constraints/gpu.txt for the GPU
+# image), the pinned sets the tests ran against (`make lock` regenerates them).
 # Ports: 50051 gRPC, 9464 Prometheus /metrics. Configuration: CURVECAST_* environment variables (see
 # `curvecast-server --help`).
 #
-# onnxruntime is pinned here (ORT_CPU / ORT_GPU, the same versions as in constraints.txt, which the
+# onnxruntime is pinned here (ORT_CPU / ORT_GPU, the same versions as in constraints/, which the
 # image build filters them out of so that one build argument switches them). onnxruntime-gpu and CUDA
 # must match: onnxruntime-gpu 1.27+ needs CUDA 13 and cuDNN 9 (host driver >= 580). For CUDA 12 hosts:
 #   docker build --target gpu --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
@@ -38,11 +39,11 @@ ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
-COPY constraints.txt /tmp/constraints.all
+COPY constraints/serve.txt constraints/gpu.txt /tmp/
 COPY --from=wheel /wheels /wheels
-RUN grep -v '^onnxruntime' /tmp/constraints.all > /tmp/constraints.txt \
+RUN grep -v '^onnxruntime' /tmp/serve.txt > /tmp/constraints.txt \
  && python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt -r /wheels/requirements.txt "${ORT_GPU}" \
+ && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt -c /tmp/gpu.txt -r /wheels/requirements.txt "${ORT_GPU}" \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/curvecast-*.whl \
  && /opt/venv/bin/python -c "from importlib import metadata as m; names = {d.metadata['Name'].lower() for d in m.distributions()}; assert 'onnxruntime' not in names, 'CPU onnxruntime leaked into the GPU image'"
 
@@ -78,9 +79,9 @@ ENTRYPOINT ["curvecast-server"]
 FROM ${PYTHON_IMAGE} AS cpu-build
 ARG ORT_CPU
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY constraints.txt /tmp/constraints.all
+COPY constraints/serve.txt /tmp/serve.txt
 COPY --from=wheel /wheels /wheels
-RUN grep -v '^onnxruntime' /tmp/constraints.all > /tmp/constraints.txt \
+RUN grep -v '^onnxruntime' /tmp/serve.txt > /tmp/constraints.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt -r /wheels/requirements.txt "${ORT_CPU}" \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/curvecast-*.whl \

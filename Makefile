@@ -1,37 +1,63 @@
 # Two commands do all the set-up on a fresh machine:
-#   make serve   -> creates .venv on first use, starts the server on the bundled model (CPU)
-#   make test    -> creates .venv on first use, runs the whole test suite
+#   make serve   -> creates .venv with the serving dependencies only, starts the server on the bundled model (CPU)
+#   make test    -> adds the dev, train and integrations extras to .venv, runs the whole test suite
+# Every package either installs is pinned in constraints/ (serve.txt, dev.txt, gpu.txt); `make lock`
+# regenerates those files (scripts/lock.py) after a dependency change.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+PIP := $(PY) -m pip install --quiet --no-build-isolation
 EXTRAS ?= dev,train,integrations
+hash = $(shell cat $(1) | cksum | cut -d' ' -f1)
+SERVE_STAMP := $(VENV)/.serve-$(call hash,pyproject.toml constraints/serve.txt)
+TEST_STAMP := $(VENV)/.test-$(call hash,pyproject.toml constraints/serve.txt constraints/dev.txt)
+GPU_STAMP := $(VENV)/.gpu-$(call hash,pyproject.toml constraints/serve.txt constraints/gpu.txt)
 
-.PHONY: serve test bench bench-quick proto proto-check train clean
+.PHONY: serve serve-gpu test bench bench-quick proto lock train clean
 
-$(STAMP): pyproject.toml constraints.txt
+# pip and setuptools first, at their pinned versions: the project is then built without build isolation,
+# so nothing is resolved outside the pins.
+$(SERVE_STAMP): pyproject.toml constraints/serve.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c constraints/serve.txt pip setuptools
+	$(PIP) -c constraints/serve.txt -e .
 	$(PY) scripts/check_onnxruntime.py
-	rm -f $(VENV)/.installed-* && touch $(STAMP)
+	rm -f $(VENV)/.serve-* $(VENV)/.gpu-* && touch $@
 
-serve: $(STAMP)
+$(TEST_STAMP): $(SERVE_STAMP) constraints/dev.txt
+	$(PIP) -c constraints/dev.txt -e ".[$(EXTRAS)]"
+	$(PY) scripts/check_onnxruntime.py
+	rm -f $(VENV)/.test-* && touch $@
+
+# CUDA hosts: onnxruntime-gpu (with CUDA and cuDNN from pip) in place of the CPU build.
+$(GPU_STAMP): $(SERVE_STAMP) constraints/gpu.txt
+	$(PY) -m pip uninstall --quiet --yes onnxruntime
+	$(PIP) -c constraints/serve.txt -c constraints/gpu.txt "onnxruntime-gpu[cuda,cudnn]"
+	$(PY) scripts/check_onnxruntime.py
+	rm -f $(VENV)/.serve-* && touch $(SERVE_STAMP) $@
+
+serve: $(SERVE_STAMP)
 	$(VENV)/bin/curvecast-server $(ARGS)
 
-test: $(STAMP)
+serve-gpu: $(GPU_STAMP)
+	$(VENV)/bin/curvecast-server --device cuda $(ARGS)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m bench run $(ARGS)
 
-bench-quick: $(STAMP)
+bench-quick: $(TEST_STAMP)
 	$(PY) -m bench run --quick $(ARGS)
 
-proto: $(STAMP)
+proto: $(TEST_STAMP)
 	PATH=$(VENV)/bin:$$PATH scripts/gen_proto.sh
 
-train: $(STAMP)
+lock:
+	$(PYTHON) scripts/lock.py
+
+train: $(TEST_STAMP)
 	$(PY) -m training.train $(ARGS)
 
 clean:

@@ -1,4 +1,4 @@
-"""Static checks of deploy/, the Dockerfile and constraints.txt, plus one real server scraped for metrics.
+"""Static checks of deploy/, the Dockerfile and constraints/, plus one real server scraped for metrics.
 
 Docker and kubectl are not available here, so the files are checked the way those tools would read
 them: Kubernetes manifests against the API's JSON schemas (kubernetes-validate bundles them, no network
@@ -435,7 +435,7 @@ def test_compose_prometheus_and_grafana_are_wired_to_each_other():
             assert str(port_spec).startswith("127.0.0.1:"), f"{port_spec} is published beyond loopback"
 
 
-# --- Dockerfile, .dockerignore, constraints.txt -------------------------------------------------------
+# --- Dockerfile, .dockerignore, constraints/ ----------------------------------------------------------
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -505,16 +505,18 @@ def test_dockerfile_runtime_stages():
     assert dockerfile_env("gpu")["CURVECAST_DEVICE"] == "cuda" and dockerfile_env("cpu")["CURVECAST_DEVICE"] == "cpu"
 
 
-def constraints() -> dict[str, str]:
+def constraints(*names: str) -> dict[str, str]:
+    """Exact pins of constraints/<name>.txt (serve and gpu by default: what the images install)."""
     from packaging.utils import canonicalize_name
 
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([0-9][A-Za-z0-9_.+\-]*)", line)
-            assert m, f"constraints.txt: not an exact pin: {line!r}"
-            pins[canonicalize_name(m.group(1))] = m.group(2)
+    for name in names or ("serve", "gpu"):
+        for line in (ROOT / "constraints" / f"{name}.txt").read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([0-9][A-Za-z0-9_.+\-]*)", line)
+                assert m, f"constraints/{name}.txt: not an exact pin: {line!r}"
+                pins[canonicalize_name(m.group(1))] = m.group(2)
     return pins
 
 
@@ -527,7 +529,7 @@ def test_constraints_pin_every_runtime_dependency_as_tested():
     for dep in project:
         req = Requirement(dep)
         name = canonicalize_name(req.name)
-        assert name in pins, f"constraints.txt does not pin {name}"
+        assert name in pins, f"constraints/serve.txt does not pin {name}"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} violates {dep}"
         # ...and the dependencies of every installed runtime package.
         try:
@@ -541,7 +543,7 @@ def test_constraints_pin_every_runtime_dependency_as_tested():
                 assert canonicalize_name(r.name) in pins, f"{name} needs {r.name}, which is not pinned"
     args = dockerfile_global_args()
     for arg, package in (("ORT_CPU", "onnxruntime"), ("ORT_GPU", "onnxruntime-gpu")):
-        assert args[arg] == f"{package}=={pins[package]}", f"Dockerfile {arg} and constraints.txt disagree"
+        assert args[arg] == f"{package}=={pins[package]}", f"Dockerfile {arg} and constraints/ disagree"
 
 
 def test_dockerignore_lets_the_build_context_through():

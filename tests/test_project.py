@@ -54,3 +54,42 @@ def test_readme_quickstart_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make serve" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _pins(name: str) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "constraints" / f"{name}.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            package, _, version = line.partition("==")
+            pins[canonicalize_name(package)] = version
+    return pins
+
+
+def test_every_installed_package_is_pinned_in_the_test_constraints():
+    """`make test` installs from constraints/dev.txt: a package outside it (or at another version) means a
+    fresh clone would resolve something the suite never ran against. `make lock` regenerates the files."""
+    import sysconfig
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    pins = {**_pins("gpu"), **_pins("dev")}  # a CUDA venv (`make serve-gpu`) swaps in gpu.txt's onnxruntime
+    # What pip installed into the environment, not what some package vendors and adds to sys.path at import
+    # (ray puts its thirdparty_files, colorama among them, there).
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    for dist in metadata.distributions(path=site):
+        name = canonicalize_name(dist.metadata["Name"])
+        if name == "curvecast":
+            continue
+        version = dist.version.split("+", 1)[0]  # torch's local label: 2.13.0+cpu is the pin 2.13.0
+        assert pins.get(name) == version, f"{name}=={version} is installed but constraints/dev.txt pins {pins.get(name)}"
+
+
+def test_constraint_files_agree():
+    serve, dev, gpu = _pins("serve"), _pins("dev"), _pins("gpu")
+    assert serve.items() <= dev.items(), "dev.txt must contain serve.txt unchanged (run `make lock`)"
+    assert "onnxruntime-gpu" in gpu and "onnxruntime" not in gpu
+    assert all(serve.get(name, version) == version for name, version in gpu.items())
