@@ -4,10 +4,12 @@
         fuzz/corpus/seeds -runs=100000 -timeout=30 -rss_limit_mb=4096
 
 (``make``-free; any libFuzzer flag works: -max_total_time=SECONDS, -jobs/-workers, -print_final_stats=1.)
-Each input is either raw ``ForecastRequest`` bytes (first byte even) or, to reach the engines more
-often, a structured request built from the input (first byte odd, see ``fuzz/generate.py``). Every
-input goes bytes -> decoding -> validation -> DataPlane (analytic engine, and the learned engine when
-its model is present) -> decisions -> response, with the properties of ``fuzz/harness.py`` checked.
+The first byte picks the kind of input (``fuzz.harness.run_fuzz_input``): below 0xC0 a ``ForecastRequest``,
+from 0xC0 a ``FitScalingLawRequest``; even: raw bytes, odd: a structured request built from the input
+(``fuzz/generate.py``) to reach the engines and the fit more often. Every forecast input goes bytes ->
+decoding -> validation -> DataPlane (analytic engine, and the learned engine when its model is present)
+-> decisions -> response; every scaling input goes bytes -> decoding -> limits and validation -> the
+data plane's admitted, deadline-bounded fit -> response; the properties of ``fuzz/harness.py`` are checked.
 A crash, a property violation or a hang (libFuzzer -timeout) writes the input to ./crash-*; copy it
 into fuzz/corpus/regressions/ once fixed so tests/test_fuzz_corpus.py keeps it fixed.
 Engine/decision bugs on valid queries are recorded as findings (see fuzz/harness.py; saved to
@@ -28,8 +30,8 @@ import atheris
 
 with atheris.instrument_imports(include=["curvecast", "fuzz"]):
     import curvecast.engines.analytic.engine  # noqa: F401  (instrument the engines too)
-    from fuzz.generate import FdpSource, build_request
-    from fuzz.harness import Pipeline
+    import fuzz.generate  # noqa: F401
+    from fuzz.harness import Pipeline, run_fuzz_input
 
     try:
         import curvecast.engines.learned.engine  # noqa: F401
@@ -59,11 +61,7 @@ def test_one_input(data: bytes) -> None:
         PIPELINE = Pipeline()
     if not data:
         return
-    if data[0] % 2 == 0:
-        PIPELINE.check_bytes(data[1:])
-    else:
-        req = build_request(FdpSource(atheris.FuzzedDataProvider(data[1:])))
-        PIPELINE.check_request(req)
+    run_fuzz_input(PIPELINE, data)
     if PIPELINE.stats.inputs % 1000 == 0:
         _report(quiet=PIPELINE.stats.inputs % 10000 != 0)
 

@@ -85,6 +85,31 @@ def _curve_raw(src: Source, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _schedule_fields(src: Source, s: pb.LrSchedule, last: float, budget: float | None) -> None:
+    """Every schedule field, sane or not: warm-up and decay start inside, at and past the budget, step
+    decays with gamma 0, 1, 1e10; explicit schedules that cover the run, stop short of it, are all zero,
+    or are far too long; steps/values sent with a parametric shape."""
+    end = budget if budget is not None and math.isfinite(budget) and budget > 0 else max(last, 1.0) * 2
+    s.warmup_steps = _pick(src, (0.0, last * 0.1, end, end * 2, _value(src)))
+    s.decay_start = _pick(src, (0.0, last * 0.8, end, end * 1.5, _value(src)))
+    s.step_gamma = _pick(src, (0.1, 0.5, 1.0, 0.0, 1e10, _value(src)))
+    s.step_interval = _pick(src, (0.0, last * 0.3, end, _value(src)))
+    if s.shape != pb.SCHEDULE_SHAPE_EXPLICIT and src.int(0, 5):
+        return
+    k = _pick(src, (0, 1, 2, 5, 12, 40, src.int(0, 300)))
+    reach = _pick(src, (end, end * 1.2, last * 0.5, last, max(last, 1.0)))  # covers the run, or stops short
+    with np.errstate(all="ignore"):
+        s.steps.extend((np.arange(1, k + 1, dtype=np.float64) * reach / max(k, 1)).tolist())
+    kind = src.int(0, 4)
+    n_values = k if src.int(0, 5) else src.int(0, 3)
+    if kind == 0:
+        s.values.extend([0.0] * n_values)  # all zero
+    elif kind == 1:
+        s.values.extend([abs(_value(src)) for _ in range(n_values)])
+    else:  # a plausible decay
+        s.values.extend((1e-3 * (1.0 - 0.9 * np.arange(n_values) / max(n_values, 1))).tolist())
+
+
 def build_request(src: Source, max_points: int = 200) -> pb.ForecastRequest:
     x, y = _curve(src, max_points)
     if src.int(0, 9) == 0 and len(y) != len(x):  # mismatched lengths
@@ -110,15 +135,7 @@ def build_request(src: Source, max_points: int = 200) -> pb.ForecastRequest:
         s = run.schedule
         s.shape = src.int(0, 7)
         s.peak_lr, s.final_lr = abs(_value(src)) if src.int(0, 1) else 1e-3, abs(_value(src)) if src.int(0, 1) else 0.0
-        s.warmup_steps = _pick(src, (0.0, last * 0.1, _value(src)))
-        s.decay_start = _pick(src, (0.0, last * 0.8, _value(src)))
-        s.step_gamma = _pick(src, (0.1, 0.0, _value(src)))
-        s.step_interval = _pick(src, (0.0, last * 0.3, _value(src)))
-        if s.shape == pb.SCHEDULE_SHAPE_EXPLICIT or src.int(0, 5) == 0:
-            k = src.int(0, 12)
-            with np.errstate(all="ignore"):
-                s.steps.extend((np.arange(k, dtype=np.float64) * max(last, 1.0) / max(k, 1)).tolist())
-            s.values.extend([abs(_value(src)) for _ in range(k if src.int(0, 5) else src.int(0, 3))])
+        _schedule_fields(src, s, last, run.total_steps if run.HasField("total_steps") else None)
     req = pb.ForecastRequest(curve=curve, run=run, engine=_pick(src, ENGINES))
     if _maybe(src, 3):
         k = src.int(0, 20)
@@ -145,8 +162,46 @@ def build_request(src: Source, max_points: int = 200) -> pb.ForecastRequest:
             p.compute_weight = _pick(src, (0.0, 1.0, 1e3, _value(src)))
         if _maybe(src, 2):
             p.keep_best_checkpoint = bool(src.int(0, 1))
+    if _maybe(src, 4):
+        req.request_id = _request_id(src)
     if _maybe(src, 8):
-        req.request_id = "r" * src.int(0, 200)
+        for i in range(_pick(src, (1, 3, 70))):
+            req.run.labels[_pick(src, ("team", "k" * 200, f"l{i}"))] = _pick(src, ("a", "v" * 2000, "\n"))
+    if _maybe(src, 8):
+        req.curve.metric = _pick(src, ("val/loss", "m" * 300, "acc\n"))
+    return req
+
+
+def _request_id(src: Source) -> str:
+    return _pick(src, ("r" * src.int(0, 200), "run-1", "a\nb", "tab\there", "\u202e", "ok-\u00e9"))
+
+
+def build_scaling_request(src: Source, max_points: int = 120) -> pb.FitScalingLawRequest:
+    """A FitScalingLawRequest: a plausible Chinchilla-like grid (with checkpoints and noise), or points from
+    the extreme palette; unknown forms, bootstrap counts from 0 to far over the limit, predictions and
+    compute budgets anywhere."""
+    req = pb.FitScalingLawRequest(form=src.int(0, 5))
+    n = _pick(src, (0, 1, 2, 3, 8, src.int(4, max_points)))
+    sizes = 10.0 ** (6 + 4 * np.sort(np.array([src.unit() for _ in range(max(n, 1))])))
+    with np.errstate(all="ignore"):
+        for i in range(n):
+            extreme = src.int(0, 9) == 0
+            nn = _pick(src, EXTREMES) if extreme else float(sizes[i])
+            dd = _pick(src, EXTREMES) if src.int(0, 9) == 0 else nn * (5 + 40 * src.unit())
+            loss = (_value(src) if src.int(0, 9) == 0 else
+                    1.7 + 400 / max(abs(nn), 1e-300) ** 0.34 + 410 / max(abs(dd), 1e-300) ** 0.28
+                    + 0.01 * (src.unit() - 0.5))
+            point = req.points.add(n_params=nn, tokens=dd, loss=loss,
+                                   run_id=_pick(src, ("", f"run{i // 3}", f"r{i % 4}", "x" * 300)))
+            if src.int(0, 7) == 0:
+                point.flops = _pick(src, (6 * nn * dd, _value(src)))
+    if _maybe(src, 2):
+        req.bootstrap = _pick(src, (0, 1, 2, 20, 200, 2000, 2001, -1, 10 ** 6))
+    for _ in range(_pick(src, (0, 1, 3, src.int(0, 40)))):
+        req.predict_at.add(n_params=_pick(src, (7e10, 1e9, _value(src))), tokens=_pick(src, (1.4e12, 2e10, _value(src))))
+    req.compute_budgets.extend([_pick(src, (1e23, 1e18, _value(src))) for _ in range(_pick(src, (0, 1, 2, src.int(0, 40))))])
+    if _maybe(src, 4):
+        req.request_id = _request_id(src)
     return req
 
 

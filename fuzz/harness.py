@@ -29,6 +29,7 @@ import hashlib
 import math
 import os
 import sys
+import time
 import warnings
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -52,6 +53,7 @@ from curvecast.server import converters  # noqa: E402
 from curvecast.server.servicer import classify  # noqa: E402
 
 REQUEST_FIELDS = frozenset(f.name for f in pb.ForecastRequest.DESCRIPTOR.fields) | {"requests"}
+SCALING_FIELDS = frozenset(f.name for f in pb.FitScalingLawRequest.DESCRIPTOR.fields)
 OVERFLOW = 1.7976931348623157e308
 MODEL = ROOT / "service" / "curvecast" / "models" / "curvecast-pfn.onnx"
 
@@ -115,6 +117,11 @@ class Stats:
     engine_unavailable: int = 0
     engine_calls: int = 0
     findings: int = 0
+    scaling_inputs: int = 0
+    scaling_undecodable: int = 0
+    scaling_rejected: int = 0
+    scaling_refused: int = 0  # RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED: admission said no (retryable)
+    scaling_fitted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -181,6 +188,60 @@ class Pipeline:
             (self.findings_dir / f"{name}.txt").write_text(key + "\n")
         return kind
 
+    def check_scaling_bytes(self, data: bytes) -> str:
+        """A ``FitScalingLawRequest`` through the server's scaling path: decode, validate (limits first),
+        the data plane's admitted, deadline-bounded fit, and the response builder."""
+        self.stats.inputs += 1
+        self.stats.scaling_inputs += 1
+        try:
+            req = pb.FitScalingLawRequest.FromString(data)
+        except DecodeError:
+            self.stats.scaling_undecodable += 1
+            return "undecodable"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                outcome = self._check_scaling(req)
+            except EngineFinding as f:
+                outcome = self._finding(f.kind, str(f), data)
+        leaked = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        if leaked:
+            where = "; ".join(f"{w.filename}:{w.lineno} {w.message}" for w in leaked[:3])
+            _require(all(_outside_server_path(w.filename) for w in leaked), "numeric warning leaked: " + where)
+            self._finding("warning_leak", f"{leaked[0].filename}:{leaked[0].lineno} {leaked[0].message}", data)
+        return outcome
+
+    def check_scaling_request(self, req: pb.FitScalingLawRequest) -> str:
+        return self.check_scaling_bytes(req.SerializeToString())
+
+    def _check_scaling(self, req: pb.FitScalingLawRequest) -> str:
+        limits = self.dp.settings.scaling_limits
+        try:
+            points, form, bootstrap, at, budgets, notes = converters.scaling_request(req, limits)
+        except InvalidRequest as exc:
+            check_rejection(exc, SCALING_FIELDS)
+            self.stats.scaling_rejected += 1
+            return "rejected"
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            fit = self.loop.run_until_complete(self.dp.fit_scaling_law(points, form, bootstrap, deadline))
+        except InvalidRequest as exc:
+            check_rejection(exc, SCALING_FIELDS)
+            self.stats.scaling_rejected += 1
+            return "rejected"
+        except Exception as exc:  # noqa: BLE001
+            code, _ = classify(exc)
+            if code.name in ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"):
+                self.stats.scaling_refused += 1
+                return "refused"
+            raise EngineFinding("scaling_error", f"{type(exc).__name__}: {exc}")
+        resp = converters.scaling_response(fit, at, budgets, req.request_id, notes)
+        for name, v in _wire_floats(resp):
+            _require(math.isfinite(v) and abs(v) < OVERFLOW, f"scaling wire field {name} = {v}")
+        _require(len(resp.predictions) == len(at), "one scaling prediction per predict_at")
+        self.stats.scaling_fitted += 1
+        return "fitted"
+
     def check_request(self, req: pb.ForecastRequest) -> str:
         """Round-trips through bytes first, as the server receives it."""
         return self.check_bytes(req.SerializeToString())
@@ -229,12 +290,12 @@ def field_root(path: str) -> str:
     return path.split(".", 1)[0].split("[", 1)[0]
 
 
-def check_rejection(exc: InvalidRequest) -> None:
+def check_rejection(exc: InvalidRequest, fields: frozenset[str] = REQUEST_FIELDS) -> None:
     code, message = classify(exc)
     _require(code.name == "INVALID_ARGUMENT", f"rejection maps to {code.name}")
     _require(bool(exc.violations), "rejection without field violations")
     for v in exc.violations:
-        _require(field_root(v.field) in REQUEST_FIELDS, f"violation names unknown field {v.field!r}")
+        _require(field_root(v.field) in fields, f"violation names unknown field {v.field!r}")
         _require(bool(v.description), f"violation of {v.field} has no description")
     _require(bool(message), "rejection without message")
 
@@ -316,3 +377,27 @@ def check_response(resp: pb.ForecastResponse, r: ForecastResult) -> None:
     for p in list(resp.predictions) + [resp.final]:
         vals = np.array([p.quantiles[i].value for i in order])
         _require(bool(np.all(np.diff(vals) >= 0)), f"wire quantiles not monotone at x={p.x}")
+
+
+# ---- the fuzzer's input format ----------------------------------------------------------------------------
+SCALING_KIND = 0xC0  # first byte >= this: a FitScalingLawRequest (a quarter of libFuzzer's random first bytes)
+
+
+def run_fuzz_input(pipeline: Pipeline, data: bytes) -> str:
+    """One fuzz input. The first byte says what the rest is: below ``SCALING_KIND`` a ForecastRequest
+    (even: raw bytes, odd: the structured request ``fuzz/generate.py`` builds from them), from it on a
+    FitScalingLawRequest (even: raw bytes, odd: structured). Corpus files of either era keep their meaning."""
+    if not data:
+        return "empty"
+    scaling, structured = data[0] >= SCALING_KIND, data[0] % 2 == 1
+    if not structured:
+        return pipeline.check_scaling_bytes(data[1:]) if scaling else pipeline.check_bytes(data[1:])
+    import atheris
+
+    from .generate import FdpSource, build_request, build_scaling_request
+
+    src = FdpSource(atheris.FuzzedDataProvider(data[1:]))
+    if scaling:
+        return pipeline.check_scaling_request(build_scaling_request(src))
+    return pipeline.check_request(build_request(src))
+

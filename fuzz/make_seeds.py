@@ -1,4 +1,5 @@
-"""Writes the seed corpus: a few realistic and a few extreme requests (raw-bytes form, first byte 0)."""
+"""Writes the seed corpus: a few realistic and a few extreme requests in raw-bytes form (first byte 0 for a
+ForecastRequest, ``SCALING_KIND`` for a FitScalingLawRequest)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import pb
+from .harness import SCALING_KIND, pb
 
 SEEDS = Path(__file__).resolve().parent / "corpus" / "seeds"
 
@@ -43,11 +44,26 @@ def seeds() -> dict[str, pb.ForecastRequest]:
     return out
 
 
+def scaling_seeds() -> dict[str, pb.FitScalingLawRequest]:
+    n = np.repeat([1e7, 3e7, 1e8, 3e8], 3)
+    d = n * np.tile([10.0, 20.0, 40.0], 4)
+    loss = 1.7 + 400 / n**0.34 + 410 / d**0.28
+    grid = [pb.ScalingPoint(n_params=a, tokens=b, loss=c, run_id=f"r{i}") for i, (a, b, c) in enumerate(zip(n, d, loss))]
+    return {
+        "scaling_grid": pb.FitScalingLawRequest(points=grid, bootstrap=20, predict_at=[pb.ScalingQuery(n_params=1e9, tokens=2e10)],
+                                                compute_budgets=[1e20]),
+        "scaling_kaplan": pb.FitScalingLawRequest(points=grid, form=pb.SCALING_FORM_KAPLAN, bootstrap=0),
+        "scaling_too_few": pb.FitScalingLawRequest(points=grid[:2]),
+    }
+
+
 def main() -> None:
     SEEDS.mkdir(parents=True, exist_ok=True)
     for name, req in seeds().items():
         (SEEDS / name).write_bytes(b"\x00" + req.SerializeToString())
-    print(f"wrote {len(seeds())} seeds to {SEEDS}")
+    for name, sreq in scaling_seeds().items():
+        (SEEDS / name).write_bytes(bytes([SCALING_KIND]) + sreq.SerializeToString())
+    print(f"wrote {len(seeds()) + len(scaling_seeds())} seeds to {SEEDS}")
 
 
 if __name__ == "__main__":

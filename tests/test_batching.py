@@ -51,7 +51,8 @@ def test_idle_engine_opens_no_window_and_busy_engine_batches_the_queue():
         first = asyncio.ensure_future(b.submit(_query()))
         await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 10)
         later = [asyncio.ensure_future(b.submit(_query())) for _ in range(8)]  # queue while the engine is busy
-        await asyncio.sleep(0.05)
+        while b.depth < 8:  # all eight are queued behind the busy engine (state, not time)
+            await asyncio.sleep(0)
         engine.gate.set()
         out = await asyncio.wait_for(asyncio.gather(first, *later), timeout=10)
         await b.close()

@@ -1,16 +1,21 @@
-"""The data plane's plan: one engine call per curve covers the asked x, the budget and the decision grid."""
+"""The data plane's plan: one engine call per curve covers the asked x, the budget and the decision grid;
+and what it tells admission (admission.py) about the work it holds."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from curvecast.admission import DEFAULT_SIZE, FINISH, CurveSize, ForecastAdmission, Work, shape_of
 from curvecast.dataplane import DataPlane, DataPlaneSettings
 from curvecast.domain.curve import Curve, ForecastQuery, RunInfo
 from curvecast.domain.distribution import Marginals
+from curvecast.domain.errors import Overloaded
 from curvecast.domain.validation import Limits, Violations, build_query_x
 from curvecast.engines.base import EngineForecast, EngineInfo
 from curvecast.engines.registry import EngineRegistry
@@ -35,12 +40,13 @@ class RecordingEngine:
 
 
 def _run(query: ForecastQuery, settings: DataPlaneSettings = DataPlaneSettings()):
+    """One call; the first batch is not re-timed, so ``asked`` holds exactly what the caller needed."""
     engine = RecordingEngine()
     reg = EngineRegistry()
     reg.put(engine)
 
     async def go():
-        dp = DataPlane(reg, ThreadPoolExecutor(1), settings)
+        dp = DataPlane(reg, ThreadPoolExecutor(1), replace(settings, retime_first_batch=False))
         try:
             return await dp.forecast(query)
         finally:
@@ -79,18 +85,24 @@ def test_explicit_query_points_are_kept_verbatim_beside_the_grid():
     assert result.compute_to_target is not None and len(result.compute_to_target.grid_x) == 37
 
 
+def _admission(limit: int = 4096, max_batch: int = 64, **kw) -> ForecastAdmission:
+    return ForecastAdmission(limit, max_batch, **kw)
+
+
+DEFAULT_ANALYTIC = Work(DEFAULT_SIZE, ("analytic",))
+
+
 def test_retry_hint_follows_the_queue_and_is_jittered_within_bounds():
-    st = DataPlaneSettings(retry_after_s=0.05, retry_after_max_s=2.0)
-    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), st)
-    idle = [dp.retry_hint_s() for _ in range(200)]
+    adm = _admission(retry_after_s=0.05, retry_after_max_s=2.0)
+    idle = [adm.retry_hint_s() for _ in range(200)]
     assert 0.025 <= min(idle) and max(idle) <= 0.075 and len(set(idle)) > 100  # jittered around the floor
-    dp._observe("analytic", 10, 1.0, overlap=2.0)  # two overlapping batches: 50 ms of throughput per curve
-    dp._inflight = 20  # 20 curves queued: about 1 s of work
-    assert dp.expected_wait_s({"analytic"}) == pytest.approx(1.0)
-    busy = [dp.retry_hint_s({"analytic"}) for _ in range(200)]
+    adm.observe("analytic", units=10, seconds=1.0, overlap=2.0)  # two overlapping batches: 50 ms per unit
+    adm.admit([DEFAULT_ANALYTIC] * 20)  # 20 default curves queued: about 1 s of work
+    assert adm.pending_s() == pytest.approx(1.0)
+    busy = [adm.retry_hint_s() for _ in range(200)]
     assert 0.5 <= min(busy) and max(busy) <= 1.5 and np.mean(busy) > 3 * np.mean(idle)
-    dp._inflight = 10_000
-    assert max(dp.retry_hint_s({"analytic"}) for _ in range(50)) <= 1.5 * st.retry_after_max_s
+    adm.admit([DEFAULT_ANALYTIC] * 4000)
+    assert max(adm.retry_hint_s() for _ in range(50)) <= 1.5 * 2.0
 
 
 def test_engine_hint_caps_concurrent_batches():
@@ -108,20 +120,35 @@ def test_engine_hint_caps_concurrent_batches():
 
 
 def test_precheck_refuses_only_what_admission_would_refuse():
-    from curvecast.domain.errors import Overloaded
-    import time as _time
-
-    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), DataPlaneSettings(max_inflight_curves=100), max_batch=10)
-    dp.precheck(100)  # empty server: anything that fits the limit passes
-    dp._inflight = 90
-    with pytest.raises(Overloaded):
-        dp.precheck(20)
-    dp.precheck(10)
-    dp._observe("analytic", 10, 0.1)  # 10 ms per curve: 90 queued + 1 + a batch of 10 = 1.01 s
-    dp._observe("learned", 10, 1.0)
-    dp.precheck(1, _time.monotonic() + 1.2)  # the cheapest engine would make it
-    with pytest.raises(Overloaded):
-        dp.precheck(1, _time.monotonic() + 0.5)
+    """Random calls (sizes, engines, measured rates, backlog, deadline): whenever the precheck on the raw
+    lower bounds refuses, admission of the validated curves refuses too."""
+    rng = np.random.default_rng(0)
+    checked = refused = 0
+    for _ in range(400):
+        adm = _admission(limit=200, max_batch=int(rng.integers(1, 64)))
+        engines = ["analytic", "learned", "stub"][: int(rng.integers(1, 4))]
+        for st in [*engines, FINISH]:
+            if rng.random() < 0.8:
+                adm.observe(st, units=10, seconds=float(rng.uniform(0.001, 0.2)))
+        if rng.random() < 0.5:
+            adm.admit([DEFAULT_ANALYTIC] * int(rng.integers(1, 150)))
+        n = int(rng.integers(1, 80))
+        raw = [(int(rng.choice([0, 1, 40, 2000])), int(rng.choice([0, 3, 99]))) for _ in range(n)]
+        grid = 37
+        lower = [CurveSize.lower_bound(nq, nl, grid, 5) for nq, nl in raw]
+        valid = [Work(CurveSize((nq or int(rng.choice([1, 50]))) + grid, nl or 5, int(rng.integers(2, 10_000))),
+                      tuple(str(e) for e in rng.choice(engines, size=int(rng.integers(1, len(engines) + 1)),
+                                                       replace=False)))
+                 for nq, nl in raw]
+        deadline = time.monotonic() + float(rng.uniform(0.01, 5.0))
+        try:
+            adm.precheck(lower, deadline, engines)
+        except Overloaded:
+            refused += 1
+            with pytest.raises(Overloaded):
+                adm.admit(valid, deadline)
+        checked += 1
+    assert 50 < refused < checked  # both outcomes were exercised
 
 
 def test_curves_still_in_the_engine_count_after_their_caller_left():
@@ -143,36 +170,36 @@ def test_curves_still_in_the_engine_count_after_their_caller_left():
 
     async def go():
         dp = DataPlane(reg, ThreadPoolExecutor(2))
+        dp.admission.observe("analytic", units=1, seconds=0.01)
         call = asyncio.ensure_future(dp.forecast_many([_default_query(), _default_query()]))
         await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 10)
         call.cancel()  # the caller gives up while its curves are inside the engine
-        await asyncio.sleep(0.05)
-        left = dp.inflight, dp.pending_curves
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        left = dp.inflight, dp.pending_curves, dp.expected_wait_s()
         engine.gate.set()
-        for _ in range(100):
-            await asyncio.sleep(0.02)
+        for _ in range(1000):  # until the engine has answered (state, not time)
+            await asyncio.sleep(0.01)
             if dp.pending_curves == 0:
                 break
-        done = dp.pending_curves
+        done = dp.pending_curves, dp.expected_wait_s()
         await dp.close()
         return left, done
 
-    (inflight, pending), done = asyncio.run(go())
+    (inflight, pending, wait), done = asyncio.run(go())
     assert inflight == 0 and pending == 2  # admission still sees the engine's work
-    assert done == 0
+    assert wait > 0.01  # and prices it: two curves of about a unit each at 10 ms per unit
+    assert done == (0, 0.0)
 
 
 def test_a_crowd_of_refused_callers_is_spread_over_the_time_to_serve_it():
-    from curvecast.domain.errors import Overloaded
-
-    dp = DataPlane(EngineRegistry(), ThreadPoolExecutor(1), DataPlaneSettings(max_inflight_curves=64,
-                                                                            retry_after_max_s=30.0))
-    dp._observe("analytic", 32, 0.32)  # 10 ms per curve
-    dp._inflight = 64
+    adm = _admission(limit=64, retry_after_max_s=30.0)
+    adm.observe("analytic", units=32, seconds=0.32)  # 10 ms per unit
+    adm.admit([DEFAULT_ANALYTIC] * 64)
     hints = []
     for _ in range(50):  # 50 refused 32-curve calls within the window
         with pytest.raises(Overloaded) as err:
-            dp.precheck(32)
+            adm.precheck([DEFAULT_SIZE] * 32, None, ["analytic"])
         hints.append(err.value.retry_after_s)
     assert np.mean(hints[-10:]) > 5 * np.mean(hints[:3])  # later refusals are told to wait longer
     assert max(hints) <= 1.5 * 30.0
@@ -189,8 +216,9 @@ def test_finishing_cost_joins_the_admission_estimate():
         await dp.close()
         return dp
 
-    dp = asyncio.run(go())
-    assert dp._finish_s > 0.0  # decisions and response building were timed
-    dp._inflight = 10
-    engine_only = 10 * dp._curve_s["analytic"]
-    assert dp.expected_wait_s({"analytic"}) == pytest.approx(engine_only + 10 * dp._finish_s)
+    adm = asyncio.run(go()).admission
+    assert adm.seconds_per_unit(FINISH) > 0.0  # decisions and response building were timed
+    work = Work(CurveSize.of_query(_default_query(), 37), ("analytic",))
+    adm.admit([work] * 10)
+    per_curve = sum(shape_of(st).units(work.size) * adm.seconds_per_unit(st) for st in ("analytic", FINISH))
+    assert adm.pending_s() == pytest.approx(10 * per_curve)

@@ -127,6 +127,8 @@ def test_model_info(server):
     assert names["analytic"].available
     assert "learned" in names
     assert info.max_curve_points == 100_000
+    assert info.scaling_limits == {"max_points": 100_000, "max_bootstrap": 2_000, "max_point_replicates": 10_000_000,
+                                   "max_predict_at": 1_000, "max_compute_budgets": 1_000}
 
 
 def test_metrics_endpoint_counts_calls(server):
@@ -197,3 +199,25 @@ def test_each_engine_answers_and_reports_itself(server, engine):
         assert {e.name: e for e in f.engines}["learned"].provider.endswith("ExecutionProvider")
     assert sum(e.weight for e in f.engines) == pytest.approx(1.0)
     assert f.final.quantiles[0.05] <= f.final.median <= f.final.quantiles[0.95]
+
+
+def test_ready_line_is_plain_text_by_default(server):
+    assert any(line.rstrip("\n") == f"curvecast-server ready on port {server.port}" for line in server.output)
+
+
+def test_ready_line_is_a_json_record_under_json_logs(tmp_path):
+    """Under --log-format json every line is a JSON record, the readiness line too (at any log level); its
+    message is still the plain line, which is what the tests' and bench's start-up waits look for."""
+    from conftest import ServerProcess
+
+    proc = ServerProcess("--log-format", "json", "--log-level", "ERROR", "--model", str(tmp_path / "absent.onnx"))
+    try:
+        proc.wait_ready()
+    finally:
+        proc.stop()
+    ready = [json.loads(line) for line in proc.output if "curvecast-server ready" in line]
+    assert len(ready) == 1
+    assert ready[0]["msg"] == f"curvecast-server ready on port {proc.port}" and ready[0]["port"] == proc.port
+    assert ready[0]["level"] == "INFO" and "ts" in ready[0]
+    for line in proc.output:
+        json.loads(line)  # nothing but JSON records

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.harness import Pipeline
+from fuzz.harness import Pipeline, run_fuzz_input
 
-OUTCOMES = {"undecodable", "rejected", "answered", "engine_unavailable", "engine_error", "bad_answer"}
+OUTCOMES = {"undecodable", "rejected", "answered", "engine_unavailable", "engine_error", "bad_answer",
+            "fitted", "refused", "scaling_error"}
 
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz" / "corpus"
 FILES = sorted(p for d in ("seeds", "regressions", "findings") for p in (CORPUS / d).glob("*")
@@ -23,19 +24,6 @@ def pipeline():
     p = Pipeline()
     yield p
     p.close()
-
-
-def run_fuzz_input(pipeline: Pipeline, data: bytes) -> str:
-    """The fuzzer's input format: first byte even = raw request bytes, odd = structured request."""
-    if not data:
-        return "empty"
-    if data[0] % 2 == 0:
-        return pipeline.check_bytes(data[1:])
-    import atheris
-
-    from fuzz.generate import FdpSource, build_request
-
-    return pipeline.check_request(build_request(FdpSource(atheris.FuzzedDataProvider(data[1:]))))
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])

@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curvecast_api.v1 import curvecast_pb2 as pb
-from fuzz.generate import DrawSource, build_request
+from fuzz.generate import DrawSource, build_request, build_scaling_request
 from fuzz.harness import Pipeline, field_root
 
 # engine_error / bad_answer: an engine bug the data plane contained (clean error or fallback); see
 # test_known_engine_findings for the ones reported to the engine owners.
 OUTCOMES = {"undecodable", "rejected", "answered", "engine_unavailable", "engine_error", "bad_answer"}
+SCALING_OUTCOMES = {"undecodable", "rejected", "fitted", "refused"}
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
@@ -42,6 +43,42 @@ def test_arbitrary_bytes_never_crash(pipeline, data):
 def test_generated_requests_answer_finite_or_name_the_field(pipeline, data):
     req = build_request(DrawSource(data.draw), max_points=60)
     assert pipeline.check_request(req) in OUTCOMES - {"undecodable"}
+
+
+@FAST
+@given(data=st.binary(max_size=600))
+def test_arbitrary_scaling_bytes_never_crash(pipeline, data):
+    assert pipeline.check_scaling_bytes(data) in SCALING_OUTCOMES
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(data=st.data())
+def test_generated_scaling_requests_fit_or_name_the_field(pipeline, data):
+    """Grids with checkpoints, extreme points, unknown forms, bootstrap counts past the limit: each is fitted
+    with a finite answer or refused naming a FitScalingLawRequest field, never a crash or a hang."""
+    req = build_scaling_request(DrawSource(data.draw), max_points=40)
+    assert pipeline.check_scaling_request(req) in SCALING_OUTCOMES - {"undecodable"}
+
+
+def test_scaling_outcomes_are_reached(pipeline):
+    """The generator reaches both fitted and rejected requests (else the fuzzing above proves little)."""
+    import random
+
+    class Seeded:
+        def __init__(self, seed: int) -> None:
+            self.r = random.Random(seed)
+
+        def int(self, lo: int, hi: int) -> int:
+            return self.r.randint(lo, hi)
+
+        def float(self) -> float:
+            return self.r.uniform(-1e300, 1e300)
+
+        def unit(self) -> float:
+            return self.r.random()
+
+    seen = {pipeline.check_scaling_request(build_scaling_request(Seeded(i), max_points=30)) for i in range(40)}
+    assert {"fitted", "rejected"} <= seen
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

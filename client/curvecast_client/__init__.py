@@ -14,6 +14,7 @@ from ._types import (
     EngineUsage,
     FieldViolation,
     Forecast,
+    InvalidArgument,
     ModelInfo,
     PointForecast,
     Recommendation,
@@ -24,6 +25,6 @@ from ._types import (
 __version__ = "0.1.0"
 __all__ = [
     "AsyncClient", "Client", "ComputeToTarget", "CurvecastError", "EngineStatus", "EngineUsage", "FieldViolation",
-    "Forecast", "ModelInfo", "PointForecast", "Recommendation", "ScalingFit", "ScalingParameter", "Schedule",
-    "Security", "forecast_request",
+    "Forecast", "InvalidArgument", "ModelInfo", "PointForecast", "Recommendation", "ScalingFit", "ScalingParameter",
+    "Schedule", "Security", "forecast_request",
 ]

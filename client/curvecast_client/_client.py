@@ -71,7 +71,7 @@ class Client(_Base):
     def forecast_batch(self, runs: Sequence[Mapping[str, Any]], *,
                        timeout: float | None = None) -> list[Forecast | CurvecastError]:
         """Forecast many runs (each a dict with ``x``, ``y`` and keyword arguments); per-item errors."""
-        req = pb.ForecastBatchRequest(requests=[_convert.forecast_request(**dict(r)) for r in runs])
+        req = _convert.forecast_batch_request(runs)
         return _batch_results(self._call(self._stub.ForecastBatch, req, timeout))
 
     def fit_scaling_law(self, points: Iterable[Mapping[str, Any]], *, timeout: float | None = None,
@@ -129,7 +129,7 @@ class AsyncClient(_Base):
 
     async def forecast_batch(self, runs: Sequence[Mapping[str, Any]], *,
                              timeout: float | None = None) -> list[Forecast | CurvecastError]:
-        req = pb.ForecastBatchRequest(requests=[_convert.forecast_request(**dict(r)) for r in runs])
+        req = _convert.forecast_batch_request(runs)
         return _batch_results(await self._call(self._stub.ForecastBatch, req, timeout))
 
     async def fit_scaling_law(self, points: Iterable[Mapping[str, Any]], *, timeout: float | None = None,

@@ -12,6 +12,7 @@ from ._types import (
     EngineStatus,
     EngineUsage,
     Forecast,
+    InvalidArgument,
     ModelInfo,
     PointForecast,
     Recommendation,
@@ -56,6 +57,18 @@ class Schedule:
                              warmup_steps=self.warmup_steps, decay_start=self.decay_start,
                              step_gamma=self.step_gamma, step_interval=self.step_interval,
                              steps=_floats(self.steps), values=_floats(self.values))
+
+
+def check_request_id(request_id: Any, field_name: str = "request_id") -> str:
+    """The id travels as the ``x-request-id`` header too, and gRPC header values are printable ASCII: refuse
+    anything else here, naming the field, rather than let the transport fail with "INTERNAL: Invalid metadata"."""
+    if not isinstance(request_id, str):
+        raise InvalidArgument(field_name, f"must be a string, got {type(request_id).__name__}")
+    for i, ch in enumerate(request_id):
+        if not " " <= ch <= "~":
+            raise InvalidArgument(field_name, f"must be printable ASCII, like every gRPC header value; character {i} "
+                                  f"is {ch!r}")
+    return request_id
 
 
 def _floats(values: Iterable[Any] | None) -> list[float]:
@@ -107,7 +120,7 @@ def forecast_request(
         sched = schedule if isinstance(schedule, Schedule) else Schedule(**dict(schedule))
         run.schedule.CopyFrom(sched.to_proto())
     req = pb.ForecastRequest(curve=curve, run=run, query_x=_floats(query_x), quantiles=_floats(quantiles),
-                             engine=engine, request_id=request_id)
+                             engine=engine, request_id=check_request_id(request_id))
     if target is not None:
         req.target = float(target)
     if incumbent is not None:
@@ -115,6 +128,17 @@ def forecast_request(
     for name, value in (policy or {}).items():
         setattr(req.policy, name, value)
     return req
+
+
+def forecast_batch_request(runs: Sequence[Mapping[str, Any]]) -> pb.ForecastBatchRequest:
+    """One ForecastBatchRequest; an argument the SDK refuses is named with its item, e.g. ``requests[2].request_id``."""
+    requests = []
+    for i, run in enumerate(runs):
+        try:
+            requests.append(forecast_request(**dict(run)))
+        except InvalidArgument as exc:
+            raise exc.under(f"requests[{i}].") from None
+    return pb.ForecastBatchRequest(requests=requests)
 
 
 def _levels(qs: Iterable[pb.QuantileValue]) -> dict[float, float]:
@@ -156,7 +180,8 @@ def scaling_request(points: Iterable[Mapping[str, Any]], *, form: str = "chinchi
                     bootstrap: int | None = None, request_id: str = "") -> pb.FitScalingLawRequest:
     if form not in FORMS:
         raise ValueError(f"form must be one of {sorted(FORMS)}, got {form!r}")
-    req = pb.FitScalingLawRequest(form=FORMS[form], compute_budgets=_floats(compute_budgets), request_id=request_id)
+    req = pb.FitScalingLawRequest(form=FORMS[form], compute_budgets=_floats(compute_budgets),
+                                  request_id=check_request_id(request_id))
     for p in points:
         msg = req.points.add(n_params=float(p["n_params"]), tokens=float(p["tokens"]), loss=float(p["loss"]),
                              run_id=str(p.get("run_id", "")))
@@ -192,4 +217,8 @@ def model_info(resp: pb.ModelInfo) -> ModelInfo:
         default_policy={"min_prob_beat_incumbent": p.min_prob_beat_incumbent,
                         "min_relative_improvement": p.min_relative_improvement, "min_points": p.min_points,
                         "min_fraction_observed": p.min_fraction_observed, "compute_weight": p.compute_weight,
-                        "keep_best_checkpoint": p.keep_best_checkpoint})
+                        "keep_best_checkpoint": p.keep_best_checkpoint},
+        scaling_limits={"max_points": resp.max_scaling_points, "max_bootstrap": resp.max_scaling_bootstrap,
+                        "max_point_replicates": resp.max_scaling_point_replicates,
+                        "max_predict_at": resp.max_scaling_predict_at,
+                        "max_compute_budgets": resp.max_scaling_compute_budgets})

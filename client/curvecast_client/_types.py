@@ -24,6 +24,19 @@ class CurvecastError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class InvalidArgument(CurvecastError, ValueError):
+    """Refused by the SDK before anything was sent (code INVALID_ARGUMENT, the bad field in ``violations``).
+    Also a ValueError, like the SDK's other checks of its arguments; never worth retrying."""
+
+    def __init__(self, field_name: str, description: str) -> None:
+        super().__init__("INVALID_ARGUMENT", f"{field_name}: {description}", (FieldViolation(field_name, description),))
+
+    def under(self, prefix: str) -> "InvalidArgument":
+        """The same refusal with the field named from an enclosing message, e.g. ``requests[3].request_id``."""
+        v = self.violations[0]
+        return InvalidArgument(prefix + v.field, v.description)
+
+
 @dataclass(frozen=True)
 class PointForecast:
     x: float
@@ -163,6 +176,8 @@ class ModelInfo:
     max_query_points: int
     max_batch_requests: int
     default_policy: dict[str, float | bool] = field(default_factory=dict)
+    # FitScalingLaw's limits: points, bootstrap replicates and their product, predictions, compute budgets
+    scaling_limits: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)

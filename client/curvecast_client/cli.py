@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 from ._channel import Security
 from ._client import Client
-from ._convert import Schedule
-from ._types import CurvecastError, Forecast, ScalingFit
+from ._convert import Schedule, check_request_id
+from ._types import CurvecastError, Forecast, InvalidArgument, ScalingFit
 
 EXIT_USAGE = 2
 EXIT_RPC = 1
@@ -106,6 +106,7 @@ def print_forecast(f: Forecast) -> None:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
+    check_request_id(args.request_id, "--request-id")
     x, y, lr = parse_curve(_read_text(args.file))
     schedule = None
     if args.schedule:
@@ -239,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except InvalidArgument as exc:  # refused here, before anything was sent
+        violation = exc.violations[0]
+        print(f"curvecast: invalid {violation.field}: {violation.description}", file=sys.stderr)
+        return EXIT_USAGE
     except (InputError, ValueError, OSError, json.JSONDecodeError) as exc:
         print(f"curvecast: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,7 +1,8 @@
 """Domain values describing one training run: its observed curve, its plan and what the caller asks.
 
-These types know nothing about gRPC; the server's converters build them from the wire messages after
-validation, so every instance here is already consistent (finite, strictly increasing x, ...).
+These types know nothing about gRPC; ``validation.validate_forecast`` builds them from the values the
+server's converters read off the wire, so every instance here is already consistent (finite, strictly
+increasing x, ...).
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ class ForecastQuery:
     incumbent: float | None = None
     policy: StopPolicy = field(default_factory=StopPolicy)
     engine: str = ""  # "" lets the service choose
+    # validation's notes on input accepted with a documented meaning; answered as response warnings
+    notes: tuple[str, ...] = ()
 
     @property
     def horizon(self) -> float:

@@ -3,6 +3,10 @@
 Intermediate checkpoints are welcome (several points with one ``run_id``): per "A Hitchhiker's Guide
 to Scaling Law Estimation" they improve the fit, once each run's earliest checkpoints are dropped.
 Checkpoints of one run are correlated, so the bootstrap resamples runs, not points.
+
+Time and memory are linear in the points (see laws.py; bench/scaling_speed.py measures them). A long
+fit can be stopped from another thread through a ``CancelToken``: it is checked before every objective
+evaluation, so a fit stops within one pass over its points.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import numpy as np
 
 from ..domain.errors import FieldViolation, InvalidRequest
 from ..blas import single_threaded_blas
-from .laws import FORMS, Form, fit_form, log_pred
+from .cancel import CancelToken
+from .laws import FORMS, Design, FitStats, Form, fit_form, log_pred
+from .limits import MAX_LISTED
 
 DEFAULT_DROP_EARLY = 0.25
+_PREDICT_CELLS = 1 << 21  # replicates x points per prediction chunk: bounded memory for any request
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,11 @@ class ScalingFit:
         with np.errstate(all="ignore"):
             mean = np.exp(log_pred(form, self.theta[None], X)[0])
             if len(self.boot_theta):
-                boot = np.exp(log_pred(form, self.boot_theta, X))
-                lo, hi = np.quantile(boot, 0.025, axis=0), np.quantile(boot, 0.975, axis=0)
+                lo, hi = np.empty_like(mean), np.empty_like(mean)
+                step = max(1, _PREDICT_CELLS // len(self.boot_theta))
+                for i in range(0, len(X), step):
+                    boot = np.exp(log_pred(form, self.boot_theta, X[i : i + step]))
+                    lo[i : i + step], hi[i : i + step] = np.quantile(boot, [0.025, 0.975], axis=0)
             else:
                 lo, hi = mean.copy(), mean.copy()
         return mean, np.minimum(lo, mean), np.maximum(hi, mean)
@@ -90,20 +100,34 @@ class ScalingFit:
 def _validate(points: Sequence[ScalingPoint], form: str, bootstrap: int, drop_early_fraction: float) -> None:
     if form not in FORMS:
         raise InvalidRequest.single("form", f"unknown form {form!r}; expected one of {sorted(FORMS)}")
-    bad: list[FieldViolation] = []
-    for i, p in enumerate(points):
-        for name in ("n_params", "tokens", "loss"):
-            v = getattr(p, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v <= 0:
-                bad.append(FieldViolation(f"points[{i}].{name}", "must be a positive finite number"))
-        if p.flops is not None and (not np.isfinite(p.flops) or p.flops <= 0):
-            bad.append(FieldViolation(f"points[{i}].flops", "must be a positive finite number when given"))
+    found: list[tuple[int, int, FieldViolation]] = []  # (point, field order, violation)
+    n_bad = 0
+    for order, (name, why) in enumerate((("n_params", "must be a positive finite number"),
+                                         ("tokens", "must be a positive finite number"),
+                                         ("loss", "must be a positive finite number"),
+                                         ("flops", "must be a positive finite number when given"))):
+        idx = _bad_indices(points, name, optional=name == "flops")
+        n_bad += len(idx)
+        found.extend((int(i), order, FieldViolation(f"points[{i}].{name}", why)) for i in idx[:MAX_LISTED])
+    bad = [v for _, _, v in sorted(found, key=lambda t: t[:2])][:MAX_LISTED]
+    if n_bad > len(bad):
+        bad.append(FieldViolation("points", f"{n_bad - len(bad)} more bad values not listed"))
     if bootstrap < 0:
         bad.append(FieldViolation("bootstrap", "must be >= 0"))
     if not 0.0 <= drop_early_fraction < 1.0:
         bad.append(FieldViolation("drop_early_fraction", "must be in [0, 1)"))
     if bad:
         raise InvalidRequest(bad)
+
+
+def _bad_indices(points: Sequence[ScalingPoint], name: str, optional: bool = False) -> np.ndarray:
+    """Indices of points whose ``name`` is not a positive finite number (None allowed when
+    ``optional``), in one vectorised pass: a 100,000-point request is checked in milliseconds."""
+    raw = [getattr(p, name) for p in points]
+    v = np.array([float(x) if isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
+                  else (1.0 if optional and x is None else np.nan) for x in raw], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(~(np.isfinite(v) & (v > 0)))
 
 
 def _select(points: Sequence[ScalingPoint], drop_early_fraction: float) -> tuple[list[int], list[str]]:
@@ -142,13 +166,20 @@ def fit_scaling_law(
     bootstrap: int = 200,
     seed: int = 0,
     drop_early_fraction: float = DEFAULT_DROP_EARLY,
+    *,
+    cancel: CancelToken | None = None,
+    stats: FitStats | None = None,
 ) -> ScalingFit:
-    """Fit ``form`` to the points; invalid input raises InvalidRequest naming the field."""
+    """Fit ``form`` to the points; invalid input raises InvalidRequest naming the field.
+
+    ``cancel`` stops the fit (``Cancelled`` or ``DeadlineExceeded`` is raised) before its next objective
+    evaluation; ``stats`` counts the work done (for admission control's cost estimates)."""
+    stats = stats if stats is not None else FitStats()
     with single_threaded_blas(), np.errstate(all="ignore"):
-        return _fit(points, form, bootstrap, seed, drop_early_fraction)
+        return _fit(points, form, bootstrap, seed, drop_early_fraction, cancel.check if cancel else None, stats)
 
 
-def _fit(points, form, bootstrap, seed, drop_early_fraction) -> ScalingFit:
+def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitStats) -> ScalingFit:
     _validate(points, form, bootstrap, drop_early_fraction)
     law = FORMS[form]
     keep, keys = _select(points, drop_early_fraction)
@@ -168,19 +199,26 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction) -> ScalingFit:
         X = np.column_stack([np.log(N), np.log(D)])
     ly = np.log(y)
     warnings: list[str] = []
-    theta, _ = fit_form(law, X, ly)
+    design = Design.build(law, X, ly)  # shared by the full fit and every replicate
+    theta, _ = fit_form(law, X, ly, design=design, check=check, stats=stats)
+    stats.main_evaluations = stats.evaluations
     resid = log_pred(law, theta[None], X)[0] - ly
     run_keys = sorted(set(keys))
-    key_idx = np.array([run_keys.index(k) for k in keys])
+    position = {k: i for i, k in enumerate(run_keys)}  # (list.index here was quadratic in the points)
+    key_idx = np.array([position[k] for k in keys], dtype=np.int64)
     boots = []
     if bootstrap > 0 and len(run_keys) >= 2:
         rng = np.random.default_rng(seed)
         for _ in range(bootstrap):
+            if check is not None:
+                check()
             pick = rng.integers(0, len(run_keys), len(run_keys))
             w = np.bincount(pick, minlength=len(run_keys)).astype(np.float64)[key_idx]
             if np.count_nonzero(w) < n_par:
                 continue
-            tb, _ = fit_form(law, X, ly, w=w, n_starts=0, extra_starts=[theta])
+            tb, _ = fit_form(law, X, ly, w=w, n_starts=0, extra_starts=[theta], design=design, check=check,
+                             stats=stats)
+            stats.replicates += 1
             boots.append(tb)
         if len(boots) < bootstrap:
             warnings.append(f"{bootstrap - len(boots)} of {bootstrap} bootstrap replicates had too few runs and were skipped")

@@ -5,11 +5,17 @@ linear terms in log N, log D (or log C), so log L_hat = LSE(a - alpha*log N, b -
 Huber loss (delta 1e-3) of log L_hat - log L is minimised with L-BFGS-B from many grid starts, with
 analytic gradients and tight tolerances (default tolerances stop near the start: see the notes).
 The whole grid is scored in one vectorised pass and only the best starts are refined.
+
+Cost is linear in the number of points: the terms are linear in theta, so their Jacobian is built once
+per fit (``Design``) and never per grid row; the grid only ranks starts, so it is scored on an evenly
+strided subset of at most ``GRID_POINTS`` points, in chunks of bounded size. A ``check`` callable, called
+before every objective evaluation, lets a caller stop a fit between two evaluations (cancellation).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,27 +23,32 @@ import numpy as np
 from scipy import optimize
 
 HUBER_DELTA = 1e-3
+GRID_POINTS = 2048  # the start grid is ranked on at most this many points (every point is refined on)
+_GRID_CELLS = 1 << 20  # values per grid chunk (rows x points x terms): about 8 MB per temporary
 
 
 @dataclass(frozen=True)
 class Form:
-    """One law as a log-sum-exp of terms; ``terms(theta, X)`` -> (S, n, T) and d terms / d theta."""
+    """One law as a log-sum-exp of terms; ``terms(theta, X, grad)`` -> (S, n, T) and d terms / d theta
+    (S, n, T, P), or None when ``grad`` is false (only values: no (S, n, T, P) array)."""
 
     name: str
     param_names: tuple[str, ...]  # names of theta entries
     grid: tuple[tuple[float, ...], ...]  # start values per theta entry
     lo: tuple[float, ...]
     hi: tuple[float, ...]
-    terms: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    terms: Callable[..., tuple[np.ndarray, np.ndarray | None]]
     needs: str  # "ND" or "C"
 
 
-def _chinchilla_terms(theta: np.ndarray, X: np.ndarray):
+def _chinchilla_terms(theta: np.ndarray, X: np.ndarray, grad: bool = True):
     # theta (S, 5) = a, b, e, alpha, beta ; X (n, 2) = log N, log D
     a, b, e, al, be = (theta[:, i : i + 1] for i in range(5))
     lN, lD = X[None, :, 0], X[None, :, 1]
     S, n = theta.shape[0], X.shape[0]
     t = np.stack([a - al * lN, b - be * lD, np.broadcast_to(e, (S, n))], axis=-1)
+    if not grad:
+        return t, None
     g = np.zeros((S, n, 3, 5))
     g[:, :, 0, 0] = 1.0
     g[:, :, 0, 3] = -np.broadcast_to(lN, (S, n))
@@ -47,12 +58,14 @@ def _chinchilla_terms(theta: np.ndarray, X: np.ndarray):
     return t, g
 
 
-def _gadre_terms(theta: np.ndarray, X: np.ndarray):
+def _gadre_terms(theta: np.ndarray, X: np.ndarray, grad: bool = True):
     # theta (S, 4) = a, b, e, k with k = 2*eta the shared exponent of N and D
     a, b, e, k = (theta[:, i : i + 1] for i in range(4))
     lN, lD = X[None, :, 0], X[None, :, 1]
     S, n = theta.shape[0], X.shape[0]
     t = np.stack([a - k * lN, b - k * lD, np.broadcast_to(e, (S, n))], axis=-1)
+    if not grad:
+        return t, None
     g = np.zeros((S, n, 3, 4))
     g[:, :, 0, 0] = 1.0
     g[:, :, 0, 3] = -np.broadcast_to(lN, (S, n))
@@ -62,12 +75,14 @@ def _gadre_terms(theta: np.ndarray, X: np.ndarray):
     return t, g
 
 
-def _kaplan_terms(theta: np.ndarray, X: np.ndarray):
+def _kaplan_terms(theta: np.ndarray, X: np.ndarray, grad: bool = True):
     # theta (S, 3) = a, e, alpha ; X (n, 1) = log C
     a, e, al = (theta[:, i : i + 1] for i in range(3))
     lC = X[None, :, 0]
     S, n = theta.shape[0], X.shape[0]
     t = np.stack([a - al * lC, np.broadcast_to(e, (S, n))], axis=-1)
+    if not grad:
+        return t, None
     g = np.zeros((S, n, 2, 3))
     g[:, :, 0, 0] = 1.0
     g[:, :, 0, 2] = -np.broadcast_to(lC, (S, n))
@@ -112,64 +127,153 @@ FORMS: dict[str, Form] = {
 
 def log_pred(form: Form, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
     """log L_hat for parameter rows theta (S, P) -> (S, n)."""
-    t, _ = form.terms(np.atleast_2d(theta), X)
-    m = t.max(axis=-1, keepdims=True)
-    return (m + np.log(np.exp(t - m).sum(axis=-1, keepdims=True)))[..., 0]
+    t, _ = form.terms(np.atleast_2d(theta), X, grad=False)
+    return _lse(np.moveaxis(t, -1, 0))
 
 
-def _objective(form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray):
-    """Huber objective (weighted sum) and its analytic gradient, for L-BFGS-B.
+def _lse(t: np.ndarray) -> np.ndarray:
+    """log-sum-exp over the first axis (the few terms): elementwise over the points, which numpy does
+    much faster than a reduction along a short last axis."""
+    m = t.max(axis=0)
+    return m + np.log(np.exp(t - m).sum(axis=0))
 
-    Every term is linear in theta, so the term Jacobian M (n, T, P) is computed once.
-    """
-    probe = np.zeros((1, len(form.lo)))
-    t0, M = form.terms(probe, X)
-    t0, M = t0[0], M[0]  # t = t0 + M @ theta (t0 = terms at theta = 0)
-    T, P = M.shape[1], M.shape[2]
-    M2 = M.reshape(-1, P)
+
+def _huber(r: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    """Huber loss of residuals r: 0.5 r^2 inside +-delta, linear outside; ``c`` = r clipped to +-delta."""
+    c = np.clip(r, -HUBER_DELTA, HUBER_DELTA) if c is None else c
+    return c * (r - 0.5 * c)
+
+
+@dataclass
+class FitStats:
+    """What a fit cost: objective evaluations (each one pass over the points), those of the multi-start
+    fit before the bootstrap, and grid values scored."""
+
+    evaluations: int = 0
+    main_evaluations: int = 0
+    replicates: int = 0
+    grid_cells: int = 0
+
+
+def grid_cells(form: Form, n_points: int) -> int:
+    """Values ``huber_grid`` scores for ``n_points`` points (starts x ranked points)."""
+    return int(np.prod([len(g) for g in form.grid])) * min(n_points, GRID_POINTS)
+
+
+def seconds_per_evaluation(n_points: int = 4096, evaluations: int = 10, repeats: int = 3) -> float:
+    """Seconds one objective evaluation takes on ``n_points`` points on this machine (best of
+    ``repeats``): a few milliseconds, the prior of admission control's estimate of a fit's time."""
+    rng = np.random.default_rng(0)
+    n = 10.0 ** rng.uniform(7, 10, n_points)
+    d = n * 10.0 ** rng.uniform(0.5, 2.5, n_points)
+    X = np.column_stack([np.log(n), np.log(d)])
+    ly = np.log(1.8 + 480 / n**0.35 + 2100 / d**0.37)
+    form = FORMS["chinchilla"]
+    f = _objective(Design.build(form, X, ly), np.ones(n_points), None, FitStats())
+    theta = np.array([6.0, 7.0, 0.5, 0.35, 0.37])
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(evaluations):
+            f(theta)
+        best = min(best, (time.perf_counter() - started) / evaluations)
+    return best
+
+
+@dataclass(frozen=True)
+class Design:
+    """The law on the fitted points, built once per fit: every term is linear in theta, so
+    terms = t0 + M @ theta, and an evaluation is one pass over the points with nothing rebuilt per start.
+    Term-major layout (T, n, ...): the log-sum-exp over terms runs elementwise over contiguous points."""
+
+    form: Form
+    ly: np.ndarray  # (n,)
+    t0: np.ndarray  # (T, n): the terms at theta = 0
+    M: np.ndarray  # (T, n, P): d terms / d theta
+
+    @classmethod
+    def build(cls, form: Form, X: np.ndarray, ly: np.ndarray) -> "Design":
+        t0, M = form.terms(np.zeros((1, len(form.lo))), X)
+        assert M is not None
+        return cls(form, ly, np.ascontiguousarray(np.moveaxis(t0[0], -1, 0)),
+                   np.ascontiguousarray(np.moveaxis(M[0], 1, 0)))
+
+    def subset(self, idx: np.ndarray | None) -> "Design":
+        if idx is None:
+            return self
+        return Design(self.form, self.ly[idx], self.t0[:, idx], self.M[:, idx])
+
+
+def _objective(design: Design, w: np.ndarray, check: Callable[[], None] | None, stats: FitStats):
+    """Huber objective (weighted sum) and its analytic gradient, for L-BFGS-B; ``check`` runs first."""
+    t0, M, ly = design.t0, design.M, design.ly
+    M2 = M.reshape(-1, M.shape[-1])  # (T * n, P)
 
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        t = t0 + (M2 @ theta).reshape(-1, T)
-        m = t.max(axis=1, keepdims=True)
+        if check is not None:
+            check()
+        stats.evaluations += 1
+        t = t0 + M @ theta  # (T, n)
+        m = t.max(axis=0)
         ex = np.exp(t - m)
-        s = ex.sum(axis=1, keepdims=True)
-        lp = m[:, 0] + np.log(s[:, 0])
-        soft = ex / s  # (n, T)
-        r = lp - ly
-        a = np.abs(r)
-        val = float(np.sum(w * np.where(a <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (a - 0.5 * HUBER_DELTA))))
-        psi = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA)  # (n,)
-        grad = ((psi[:, None] * soft).reshape(-1)) @ M2
-        return val, grad
+        s = ex.sum(axis=0)
+        r = m + np.log(s) - ly
+        c = np.clip(r, -HUBER_DELTA, HUBER_DELTA)
+        val = float(w @ _huber(r, c))
+        psi = w * c  # d loss / d r, (n,)
+        ex *= psi / s  # softmax weights times psi, in place
+        return val, ex.reshape(-1) @ M2
 
     return f
 
 
-def huber_grid(form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every grid start and its objective, best first."""
+def _grid_subset(n: int) -> np.ndarray | None:
+    """Evenly strided indices of at most ``GRID_POINTS`` points (None: use all)."""
+    if n <= GRID_POINTS:
+        return None
+    return np.unique(np.linspace(0, n - 1, GRID_POINTS).round().astype(np.int64))
+
+
+def huber_grid(form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray, check: Callable[[], None] | None = None,
+               stats: FitStats | None = None, design: Design | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every grid start and its objective, best first (ranked on at most ``GRID_POINTS`` points)."""
+    idx = _grid_subset(len(ly))
+    d = (design or Design.build(form, X, ly)).subset(idx)
+    w = w if idx is None else w[idx]
     grid = np.array(list(itertools.product(*form.grid)), dtype=np.float64)
+    n_terms, n = d.t0.shape
+    rows = max(1, _GRID_CELLS // max(n * n_terms, 1))
     vals = np.empty(len(grid))
-    for i in range(0, len(grid), 512):  # bounded memory
-        lp = log_pred(form, grid[i : i + 512], X)
-        r = lp - ly[None]
-        a = np.abs(r)
-        vals[i : i + 512] = (w[None] * np.where(a <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (a - 0.5 * HUBER_DELTA))).sum(axis=1)
+    for i in range(0, len(grid), rows):  # bounded memory whatever the number of points
+        if check is not None:
+            check()
+        t = d.t0[:, :, None] + d.M @ grid[i : i + rows].T  # (T, n, rows)
+        r = _lse(t) - d.ly[:, None]
+        vals[i : i + rows] = w @ _huber(r)
+    if stats is not None:
+        stats.grid_cells += len(grid) * n
     order = np.argsort(vals)
     return grid[order], vals[order]
 
 
 def fit_form(
-    form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray | None = None, n_starts: int = 8, extra_starts: list[np.ndarray] | None = None
+    form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray | None = None, n_starts: int = 8,
+    extra_starts: list[np.ndarray] | None = None, *, design: Design | None = None,
+    check: Callable[[], None] | None = None, stats: FitStats | None = None,
 ) -> tuple[np.ndarray, float]:
     """Best theta from the top ``n_starts`` grid starts plus any given ones, refined by L-BFGS-B.
 
-    ``n_starts=0`` skips the grid (bootstrap replicates start from the full-data optimum).
+    ``n_starts=0`` skips the grid (bootstrap replicates start from the full-data optimum). ``design``
+    (``Design.build(form, X, ly)``) is reused across calls on the same points; ``check`` is called before
+    every evaluation and may raise to stop the fit; ``stats`` counts the work done.
     """
     w = np.ones_like(ly) if w is None else w
-    f = _objective(form, X, ly, w)
+    design = design or Design.build(form, X, ly)
+    stats = stats if stats is not None else FitStats()
+    f = _objective(design, w, check, stats)
     cand = list(extra_starts or [])
     if n_starts > 0:
-        starts, _ = huber_grid(form, X, ly, w)
+        starts, _ = huber_grid(form, X, ly, w, check, stats, design)
         cand = list(starts[:n_starts]) + cand
     bounds = list(zip(form.lo, form.hi))
     best_theta, best_val = cand[0], np.inf

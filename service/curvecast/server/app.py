@@ -2,8 +2,9 @@
 
 Start-up order matters: engines load and warm up before health reports SERVING; a learned model that
 fails to load leaves the server answering from the analytic engine (reported NOT_SERVING under its
-own health name) instead of crash-looping. SIGTERM flips health to NOT_SERVING, stops accepting calls
-and lets in-flight ones finish within ``grace_s``; SIGHUP reloads the learned model beside the old one.
+own health name) instead of crash-looping. SIGTERM flips health to NOT_SERVING, admits every call
+already received, refuses later ones with UNAVAILABLE and lets in-flight ones finish within ``grace_s``
+(see ``RunningServer.stop``); SIGHUP reloads the learned model beside the old one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import grpc
 import numpy as np
@@ -34,17 +35,21 @@ from ..engines.base import EngineInfo
 from ..engines.registry import EngineRegistry
 from . import metrics
 from .config import Settings, load_settings
-from .interceptors import MetricsInterceptor
+from .interceptors import DecodeGuardInterceptor, DrainInterceptor, MetricsInterceptor
 from .servicer import CurvecastServicer
 
 log = logging.getLogger("curvecast.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Curvecast"].full_name
 LEARNED_HEALTH = "curvecast.engine.learned"
 ANALYTIC_HEALTH = "curvecast.engine.analytic"
+READY = "curvecast-server ready on port %d"  # tests, bench/load.py and operators wait for this line
+_DRAIN_POLL_S = 0.01
+_DRAIN_STALL_POLLS = 100  # polls (>= 1 s) in which no call grpc counted reached the application: none will
+_UNWIND_S = 5.0  # how long cut calls get to unwind before the process exits
 
 
 class _JsonFormatter(logging.Formatter):
-    _EXTRA = ("rpc", "code", "ms", "request_id")
+    _EXTRA = ("rpc", "code", "ms", "request_id", "port", "cut", "waiting")
 
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
@@ -109,6 +114,54 @@ def _warmup_query() -> ForecastQuery:
                          target=2.3, incumbent=2.2)
 
 
+class CoreCalls:
+    """How many calls grpc core has received for one server: channelz's ``calls_started``, read in-process
+    with grpc's own accessor (the one grpcio-channelz serves).
+
+    grpc.aio gives the application no other way to learn how many received calls still wait inside core
+    for the application to ask for them, which the drain must know (see ``RunningServer.stop``)."""
+
+    def __init__(self, server_id: int | None) -> None:
+        self.server_id = server_id
+
+    @staticmethod
+    def _server_ids() -> set[int]:
+        from grpc._cython import cygrpc
+
+        ids: set[int] = set()
+        start = 0
+        while True:
+            page = json.loads(cygrpc.channelz_get_servers(start))
+            found = [int(s["ref"]["serverId"]) for s in page.get("server", ())]
+            ids.update(found)
+            if page.get("end", True) or not found:
+                return ids
+            start = max(found) + 1
+
+    @classmethod
+    def create_server(cls, make: Callable[[], grpc.aio.Server]) -> tuple[grpc.aio.Server, "CoreCalls"]:
+        """``make()``, and the channelz id of the server it created (the one id that was not there before)."""
+        try:
+            before = cls._server_ids()
+        except Exception:  # noqa: BLE001 - channelz missing from this grpc build: drain without it
+            return make(), cls(None)
+        server = make()
+        new = cls._server_ids() - before
+        return server, cls(new.pop() if len(new) == 1 else None)
+
+    def started(self) -> int | None:
+        """Calls received so far (all methods), or None when channelz cannot tell."""
+        if self.server_id is None:
+            return None
+        from grpc._cython import cygrpc
+
+        try:
+            data = json.loads(cygrpc.channelz_get_server(self.server_id))["server"]["data"]
+        except Exception:  # noqa: BLE001
+            return None
+        return int(data.get("callsStarted", 0))
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -118,6 +171,8 @@ class RunningServer:
     settings: Settings
     _executor: ThreadPoolExecutor
     _tasks: list[asyncio.Task]
+    drain: DrainInterceptor
+    core_calls: CoreCalls
 
     async def reload_learned(self) -> bool:
         """Load the model file again beside the running one; switch only if the new one loads and warms up."""
@@ -139,13 +194,60 @@ class RunningServer:
         return True
 
     async def stop(self) -> None:
-        """Graceful drain: NOT_SERVING first, refuse new calls, let in-flight calls finish."""
+        """Graceful drain within ``grace_s``: NOT_SERVING first; every call received so far is answered, later
+        ones get UNAVAILABLE (retryable); calls still running when the grace ends are cut, in one log line.
+
+        grpc's own ``server.stop`` is not enough: it cancels (CANCELLED, which clients do not retry) every
+        call core has received but the application has not yet asked for, and grpc.aio asks for one call
+        per method at a time, so under load hundreds wait there (grpc/grpc#41785). So the server keeps
+        listening until those calls have reached the application (refusing newer ones itself), and only
+        then stops, when nothing is left waiting in core."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.settings.grace_s, 0.0)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.settings.grace_s)
+        await self._admit_received(deadline)
+        await self._stop_server(deadline)
         for t in self._tasks:
             t.cancel()
+        await self.drain.wait_finished(_UNWIND_S)
         await self.dataplane.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _admit_received(self, deadline: float) -> None:
+        """Keep listening, refusing calls that arrive from now on, until the work admitted so far is done and
+        grpc holds no call the application has not taken up. Only then may grpc's stop run: it cancels calls
+        waiting inside grpc, and kills those that arrive on open connections while it stops (both CANCELLED)."""
+        received = self.core_calls.started()
+        if received is None:
+            log.warning("cannot read grpc's call count (channelz): calls still queued in grpc may be cancelled")
+            return
+        self.drain.refuse_after(received)
+        loop = asyncio.get_running_loop()
+        last, idle_polls = self.drain.seen, 0
+        while loop.time() < deadline:
+            seen = self.drain.seen
+            idle_polls = idle_polls + 1 if seen == last else 0
+            last = seen
+            waiting = (self.core_calls.started() or 0) - seen  # received by grpc, not yet taken up
+            lost = waiting > 0 and idle_polls >= _DRAIN_STALL_POLLS  # counted by grpc, never delivered
+            if self.drain.working == 0 and (waiting <= 0 or lost):
+                return
+            await asyncio.sleep(_DRAIN_POLL_S)
+
+    async def _stop_server(self, deadline: float) -> None:
+        """grpc's stop with what is left of the grace; one summary line, not a traceback per call, if the grace
+        runs out: calls in flight are cut (UNAVAILABLE), and grpc cancels those it still holds (CANCELLED)."""
+        loop = asyncio.get_running_loop()
+        left = max(deadline - loop.time(), 0.0)
+        stopping = asyncio.ensure_future(self.server.stop(left))
+        done, _ = await asyncio.wait({stopping}, timeout=left)
+        if not done:
+            cut = self.drain.active
+            waiting = max((self.core_calls.started() or 0) - self.drain.seen, 0)
+            if cut or waiting:
+                log.warning("drain grace of %g s ran out: cutting %d call(s) in flight and %d still waiting in gRPC",
+                            self.settings.grace_s, cut, waiting, extra={"cut": cut, "waiting": waiting})
+        await stopping
 
 
 async def start(settings: Settings, *, metrics_server: bool = True) -> RunningServer:
@@ -164,17 +266,21 @@ async def start(settings: Settings, *, metrics_server: bool = True) -> RunningSe
                           max_concurrent_batches=settings.resolved_engine_threads)
     limits = Limits()
     max_bytes = settings.max_message_mb * 1024 * 1024
-    interceptors = [MetricsInterceptor()]
+    drain = DrainInterceptor()
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(), drain]  # metrics first: all counted
     auth = _auth_interceptor(settings)
     if auth is not None:
-        interceptors.append(auth)  # after metrics, so refused calls are counted
-    server = grpc.aio.server(
+        interceptors.append(auth)
+    interceptors.append(DecodeGuardInterceptor())  # innermost: the token check answers before a bad body
+    # Close connections now and then so clients balancing over a headless Service see new pods; a connection
+    # aged out during a drain keeps its calls as long as the drain does.
+    age_grace_ms = max(30_000, int(settings.grace_s * 1000))
+    server, core_calls = CoreCalls.create_server(lambda: grpc.aio.server(
         interceptors=interceptors,
         options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes),
-                 # Close connections now and then so clients balancing over a headless Service see new pods.
-                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", 30_000),
+                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", age_grace_ms),
                  ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                 ("grpc.keepalive_permit_without_calls", 1)])
+                 ("grpc.keepalive_permit_without_calls", 1), ("grpc.enable_channelz", 1)]))
     pb_grpc.add_CurvecastServicer_to_server(CurvecastServicer(dataplane, limits, StopPolicy()), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -202,9 +308,10 @@ async def start(settings: Settings, *, metrics_server: bool = True) -> RunningSe
     if metrics_server and settings.metrics_port:
         start_http_server(settings.metrics_port)
     tasks = [asyncio.get_running_loop().create_task(_gauges(dataplane))]
+    metrics.GRPC_QUEUE.source = lambda: (core_calls.started(), drain.seen)
     log.info("curvecast listening on %s (port %d); engines: %s", address, port,
              ", ".join(f"{i.name}[{i.provider}]" for i in registry.infos() if i.available))
-    return RunningServer(server, port, health_servicer, dataplane, settings, executor, tasks)
+    return RunningServer(server, port, health_servicer, dataplane, settings, executor, tasks, drain, core_calls)
 
 
 def _warmup_query_for(engine: str) -> ForecastQuery:
@@ -234,6 +341,17 @@ def _auth_interceptor(settings: Settings) -> grpc.aio.ServerInterceptor | None:
     return token_interceptor(settings)
 
 
+def announce_ready(settings: Settings, port: int) -> None:
+    """The readiness line on stdout, whatever the log level: plain for the text format, under
+    ``--log-format json`` a record like every other log line (with ``port``), whose message is the plain line
+    so whatever waits for that text keeps working."""
+    if settings.log_format == "json":
+        record = log.makeRecord(log.name, logging.INFO, __file__, 0, READY, (port,), None, extra={"port": port})
+        print(_JsonFormatter().format(record), flush=True)
+    else:
+        print(READY % port, flush=True)
+
+
 async def serve(settings: Settings) -> None:
     running = await start(settings)
     stop = asyncio.Event()
@@ -241,9 +359,9 @@ async def serve(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(running.reload_learned()))
-    print(f"curvecast-server ready on port {running.port}", flush=True)
+    announce_ready(settings, running.port)
     await stop.wait()
-    log.info("shutting down: draining in-flight calls for up to %.0f s", settings.grace_s)
+    log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
     await running.stop()
 
 

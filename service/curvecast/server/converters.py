@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
@@ -12,23 +13,25 @@ from curvecast_api.v1 import curvecast_pb2 as pb
 from ..dataplane import ForecastResult
 from ..decisions.compute_to_target import ComputeToTarget
 from ..decisions.policy import Action, Recommendation
-from ..domain.curve import ForecastQuery, Goal, RunInfo, ScheduleShape, StopPolicy, XKind
+from ..domain.curve import ForecastQuery, Goal, ScheduleShape, StopPolicy, XKind
 from ..domain.distribution import Marginals
 from ..domain.errors import InvalidRequest
 from ..domain.validation import (
+    CurveInput,
+    ForecastInput,
     Limits,
+    PolicyInput,
+    RunInput,
+    ScheduleInput,
     Violations,
-    build_curve,
-    build_policy,
-    build_quantiles,
-    build_query_x,
-    build_schedule,
-    check_budget,
+    validate_forecast,
 )
+from ..domain.validation import finite_scalar as _finite  # the one finite-scalar check (scaling_request uses it)
 from ..engines.base import EngineInfo
 
 if TYPE_CHECKING:
     from ..scaling import ScalingFit, ScalingPoint
+    from ..scaling.limits import ScalingLimits
 
 _GOALS = {pb.GOAL_UNSPECIFIED: Goal.MINIMIZE, pb.GOAL_MINIMIZE: Goal.MINIMIZE, pb.GOAL_MAXIMIZE: Goal.MAXIMIZE}
 _XKINDS = {pb.X_KIND_UNSPECIFIED: XKind.STEP, pb.X_KIND_STEP: XKind.STEP, pb.X_KIND_EPOCH: XKind.EPOCH,
@@ -42,8 +45,8 @@ _ACTIONS = {Action.CONTINUE: pb.ACTION_CONTINUE, Action.STOP_UNPROMISING: pb.ACT
 _FORMS = {pb.SCALING_FORM_UNSPECIFIED: "chinchilla", pb.SCALING_FORM_CHINCHILLA: "chinchilla",
           pb.SCALING_FORM_GADRE: "gadre", pb.SCALING_FORM_KAPLAN: "kaplan"}
 _FORMS_BACK = {v: k for k, v in _FORMS.items() if k != pb.SCALING_FORM_UNSPECIFIED}
-KNOWN_ENGINES = ("", "ensemble", "learned", "analytic")
-MAX_REQUEST_ID = 128
+MAX_REQUEST_ID = Limits.max_request_id_chars
+_POLICY_FIELDS = tuple(f.name for f in fields(PolicyInput))
 
 
 def _opt(msg, name: str) -> float | None:
@@ -59,69 +62,40 @@ def _enum(c: Violations, table: dict, value: int, field: str, default):
 
 def forecast_query(req: pb.ForecastRequest, limits: Limits, policy_defaults: StopPolicy) -> ForecastQuery:
     """Validate a ForecastRequest and build the domain query; raises InvalidRequest naming every bad field."""
-    c = Violations()
-    pc = req.curve
-    curve = build_curve(
-        c, pc.x, pc.values, goal=_enum(c, _GOALS, pc.goal, "curve.goal", Goal.MINIMIZE),
-        x_kind=_enum(c, _XKINDS, pc.x_kind, "curve.x_kind", XKind.STEP), metric=pc.metric,
-        lower_bound=_opt(pc, "lower_bound"), upper_bound=_opt(pc, "upper_bound"), lr=pc.lr, limits=limits)
-    r = req.run
-    big, vmax = limits.max_abs_x, limits.max_abs_value
-    total = _finite(c, "run.total_steps", _opt(r, "total_steps"), positive=True, limit=big)
-    check_budget(c, curve, total)
-    schedule = None
-    if r.HasField("schedule") and r.schedule.shape != pb.SCHEDULE_SHAPE_UNSPECIFIED:
-        s = r.schedule
-        shape = _enum(c, _SHAPES, s.shape, "run.schedule.shape", None)
-        if shape is not None:
-            schedule = build_schedule(c, shape, peak_lr=s.peak_lr, final_lr=s.final_lr,
-                                      warmup_steps=s.warmup_steps, decay_start=s.decay_start,
-                                      step_gamma=s.step_gamma, step_interval=s.step_interval, steps=s.steps,
-                                      values=s.values, total_steps=total, limits=limits)
-    run = RunInfo(
-        total_steps=total, schedule=schedule,
-        model_params=_finite(c, "run.model_params", _opt(r, "model_params"), positive=True, limit=big),
-        tokens_per_step=_finite(c, "run.tokens_per_step", _opt(r, "tokens_per_step"), positive=True, limit=big),
-        flops_per_step=_finite(c, "run.flops_per_step", _opt(r, "flops_per_step"), positive=True, limit=big),
-        cost_per_step=_finite(c, "run.cost_per_step", _opt(r, "cost_per_step"), nonnegative=True, limit=big),
-        labels=dict(r.labels))
-    query_x = build_query_x(c, req.query_x, curve, total, limits)
-    quantiles = build_quantiles(c, req.quantiles, limits)
-    p = req.policy
-    policy = build_policy(c, policy_defaults, min_prob_beat_incumbent=_opt(p, "min_prob_beat_incumbent"),
-                          min_relative_improvement=_opt(p, "min_relative_improvement"),
-                          min_points=_opt(p, "min_points"), min_fraction_observed=_opt(p, "min_fraction_observed"),
-                          compute_weight=_opt(p, "compute_weight"),
-                          keep_best_checkpoint=_opt(p, "keep_best_checkpoint"))
-    target = _finite(c, "target", _opt(req, "target"), limit=vmax)
-    incumbent = _finite(c, "incumbent", _opt(req, "incumbent"), limit=vmax)
-    if req.engine not in KNOWN_ENGINES:
-        c.add("engine", f"unknown engine '{req.engine[:40]}'; use one of: ensemble, learned, analytic")
-    if len(req.request_id) > MAX_REQUEST_ID:
-        c.add("request_id", f"must be at most {MAX_REQUEST_ID} characters")
-    c.raise_if_any()
-    assert curve is not None
-    return ForecastQuery(curve=curve, run=run, x_query=query_x, quantiles=quantiles, target=target,
-                         incumbent=incumbent, policy=policy, engine=req.engine)
+    return validate_forecast(forecast_input(req), limits, policy_defaults)
 
 
-def _finite(c: Violations, field: str, v: float | None, *, positive: bool = False,
-            nonnegative: bool = False, limit: float | None = None) -> float | None:
-    if v is None:
-        return None
-    if not math.isfinite(v):
-        c.add(field, f"must be finite, got {v}")
-        return None
-    if limit is not None and abs(v) > limit:
-        c.add(field, f"magnitude must be at most {limit:g}, got {v}")
-        return None
-    if positive and v <= 0:
-        c.add(field, f"must be > 0, got {v}")
-        return None
-    if nonnegative and v < 0:
-        c.add(field, f"must be >= 0, got {v}")
-        return None
-    return float(v)
+def forecast_input(req: pb.ForecastRequest) -> ForecastInput:
+    """Read the wire request once into plain values, checking nothing: unset optional fields become None,
+    enum values with no domain meaning stay ints, so validation can name them."""
+    pc, r, p = req.curve, req.run, req.policy
+    curve = CurveInput(x=_floats(pc.x), values=_floats(pc.values), goal=_GOALS.get(pc.goal, pc.goal),
+                       x_kind=_XKINDS.get(pc.x_kind, pc.x_kind), metric=pc.metric,
+                       lower_bound=_opt(pc, "lower_bound"), upper_bound=_opt(pc, "upper_bound"), lr=_floats(pc.lr))
+    run = RunInput(total_steps=_opt(r, "total_steps"),
+                   schedule=_schedule_input(r.schedule) if r.HasField("schedule") else None,
+                   model_params=_opt(r, "model_params"), tokens_per_step=_opt(r, "tokens_per_step"),
+                   flops_per_step=_opt(r, "flops_per_step"), cost_per_step=_opt(r, "cost_per_step"),
+                   labels=dict(r.labels))
+    policy = PolicyInput(**{n: _opt(p, n) for n in _POLICY_FIELDS}) if req.HasField("policy") else PolicyInput()
+    return ForecastInput(curve=curve, run=run, query_x=_floats(req.query_x), quantiles=tuple(req.quantiles),
+                         target=_opt(req, "target"), incumbent=_opt(req, "incumbent"), policy=policy,
+                         engine=req.engine, request_id=req.request_id)
+
+
+def _schedule_input(s: pb.LrSchedule) -> ScheduleInput:
+    shape = None if s.shape == pb.SCHEDULE_SHAPE_UNSPECIFIED else _SHAPES.get(s.shape, s.shape)
+    return ScheduleInput(shape=shape, peak_lr=s.peak_lr, final_lr=s.final_lr, warmup_steps=s.warmup_steps,
+                         decay_start=s.decay_start, step_gamma=s.step_gamma, step_interval=s.step_interval,
+                         steps=_floats(s.steps), values=_floats(s.values))
+
+
+def _floats(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64) if len(values) else _NO_FLOATS
+
+
+_NO_FLOATS = np.zeros(0)
+_NO_FLOATS.flags.writeable = False  # shared by every request that leaves a repeated field empty
 
 
 def prefix_violations(exc: InvalidRequest, prefix: str) -> InvalidRequest:
@@ -233,43 +207,69 @@ def batch_error(code: int, exc: BaseException) -> pb.BatchItemError:
 
 
 # ---- scaling -------------------------------------------------------------------------------------
-def scaling_request(req: pb.FitScalingLawRequest) -> tuple[list["ScalingPoint"], str, int, np.ndarray, np.ndarray]:
-    from ..scaling import ScalingPoint
+def scaling_form(value: int) -> str:
+    """The form a wire enum names (the default for unknown values: ``scaling_request`` refuses those)."""
+    return _FORMS.get(value, "chinchilla")
 
+
+def scaling_request(req: pb.FitScalingLawRequest, limits: "ScalingLimits | None" = None
+                    ) -> tuple[list["ScalingPoint"], str, int, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Validate a FitScalingLawRequest: points, form, bootstrap, predict_at (k, 2), budgets and notes for
+    the response. Sizes are checked against ``limits`` first, before anything is decoded into Python
+    objects; then every value, naming the first ``MAX_LISTED`` bad point values and counting the rest."""
+    from ..scaling import ScalingPoint
+    from ..scaling.limits import MAX_LISTED, ScalingLimits
+
+    limits = limits or ScalingLimits()
     c = Violations()
+    n = len(req.points)
+    notes: tuple[str, ...] = ()
+    if req.HasField("bootstrap"):
+        bootstrap = req.bootstrap
+    else:
+        bootstrap = limits.default_bootstrap(n)
+        if bootstrap < 200:
+            notes = (f"bootstrap defaulted to {bootstrap} replicates for {n} points (points x replicates are at "
+                     f"most {limits.max_point_replicates})",)
+    for v in limits.violations(n, bootstrap, len(req.predict_at), len(req.compute_budgets)):
+        c.add(v.field, v.description)
+    c.raise_if_any()  # too large: refused before the points are decoded
     form = _enum(c, _FORMS, req.form, "form", "chinchilla")
-    points = []
-    for i, p in enumerate(req.points):
-        for name in ("n_params", "tokens", "loss"):
-            v = getattr(p, name)
-            if not (math.isfinite(v) and v > 0):
-                c.add(f"points[{i}].{name}", f"must be finite and > 0, got {v}")
-        flops = _finite(c, f"points[{i}].flops", _opt(p, "flops"), positive=True)
-        points.append(ScalingPoint(n_params=p.n_params, tokens=p.tokens, loss=p.loss, run_id=p.run_id, flops=flops))
-    bootstrap = req.bootstrap if req.HasField("bootstrap") else 200
-    if not 0 <= bootstrap <= 2000:
-        c.add("bootstrap", f"must be in [0, 2000], got {bootstrap}")
+    values = np.array([(p.n_params, p.tokens, p.loss) for p in req.points], dtype=np.float64).reshape(-1, 3)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(values) & (values > 0))
+    flops = [p.flops if p.HasField("flops") else None for p in req.points]
+    bad_flops = [i for i, f in enumerate(flops) if f is not None and not (math.isfinite(f) and f > 0)]
+    where = np.argwhere(bad)  # row-major: by point, then in field order
+    listed = len(where) + len(bad_flops)
+    for i, j in where[:MAX_LISTED]:
+        c.add(f"points[{i}].{('n_params', 'tokens', 'loss')[j]}", f"must be finite and > 0, got {values[i, j]}")
+    for i in bad_flops[: max(MAX_LISTED - len(where), 0)]:
+        c.add(f"points[{i}].flops", f"must be finite and > 0 when given, got {flops[i]}")
+    if listed > MAX_LISTED:
+        c.add("points", f"{listed - MAX_LISTED} more bad values not listed")
+    points = [] if listed else [ScalingPoint(n_params=float(v[0]), tokens=float(v[1]), loss=float(v[2]),
+                                             run_id=p.run_id, flops=f) for v, p, f in zip(values, req.points, flops)]
     at = np.array([[q.n_params, q.tokens] for q in req.predict_at], dtype=np.float64).reshape(-1, 2)
-    for i, (n, d) in enumerate(at):
-        if not (math.isfinite(n) and n > 0 and math.isfinite(d) and d > 0):
-            c.add(f"predict_at[{i}]", "n_params and tokens must be finite and > 0")
+    for i in np.flatnonzero(~(np.isfinite(at) & (at > 0)).all(axis=1))[:MAX_LISTED]:
+        c.add(f"predict_at[{i}]", "n_params and tokens must be finite and > 0")
     budgets = np.array(req.compute_budgets, dtype=np.float64)
     if form == "kaplan" and len(budgets):
         c.add("compute_budgets", "the kaplan form L(C) has no N/D split; use chinchilla or gadre for "
               "compute-optimal allocations")
-    for i, b in enumerate(budgets):
-        if not (math.isfinite(b) and b > 0):
-            c.add(f"compute_budgets[{i}]", f"must be finite and > 0, got {b}")
+    for i in np.flatnonzero(~(np.isfinite(budgets) & (budgets > 0)))[:MAX_LISTED]:
+        c.add(f"compute_budgets[{i}]", f"must be finite and > 0, got {budgets[i]}")
     if len(req.request_id) > MAX_REQUEST_ID:
         c.add("request_id", f"must be at most {MAX_REQUEST_ID} characters")
     c.raise_if_any()
-    return points, form, bootstrap, at, budgets
+    return points, form, bootstrap, at, budgets, notes
 
 
-def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, request_id: str) -> pb.FitScalingLawResponse:
+def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, request_id: str,
+                     notes: Sequence[str] = ()) -> pb.FitScalingLawResponse:
     resp = pb.FitScalingLawResponse(form=_FORMS_BACK.get(fit.form, pb.SCALING_FORM_UNSPECIFIED),
                                     residual_rmse=_safe(fit.residual_rmse), n_points=fit.n_points,
-                                    n_runs=fit.n_runs, warnings=list(fit.warnings), request_id=request_id)
+                                    n_runs=fit.n_runs, warnings=[*notes, *fit.warnings], request_id=request_id)
     for name, value in fit.params.items():
         lo, hi = fit.intervals.get(name, (value, value))
         resp.parameters.add(name=name, value=_safe(value), lower95=_safe(lo), upper95=_safe(hi))

@@ -6,7 +6,11 @@ names, providers, actions. The metrics live in the default registry, served on t
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from typing import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _RPC = ("grpc_type", "grpc_service", "grpc_method")
@@ -31,6 +35,27 @@ REJECTED = Counter("curvecast_requests_rejected_total", "Calls refused before an
 ENGINE_FAILURES = Counter("curvecast_engine_failures_total", "Per-curve engine failures (answered by fallback "
                           "or as an error).", ("engine",))
 MODEL_RELOADS = Counter("curvecast_model_reloads_total", "Learned-model reload attempts, by result.", ("result",))
+
+
+class GrpcQueueCollector(Collector):
+    """Calls grpc has received, and how many of them wait inside grpc for the event loop to take them up
+    (read at scrape time; above zero for long means the loop is saturated, and a drain must wait for them)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int | None, int]] | None = None  # () -> (received, taken up)
+
+    def collect(self) -> Iterator[Metric]:
+        received, taken = self.source() if self.source is not None else (None, 0)
+        if received is None:
+            return
+        yield CounterMetricFamily("curvecast_grpc_calls_received", "Calls received by grpc (all methods).",
+                                  value=received)
+        yield GaugeMetricFamily("curvecast_grpc_calls_waiting", "Calls received by grpc and not yet taken up by "
+                                "the server's event loop.", value=max(received - taken, 0))
+
+
+GRPC_QUEUE = GrpcQueueCollector()
+REGISTRY.register(GRPC_QUEUE)
 
 
 def observe_batch(engine: str, provider: str, size: int, seconds: float) -> None:

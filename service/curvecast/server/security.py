@@ -25,14 +25,12 @@ from typing import Awaitable, Callable, Iterable
 
 import grpc
 
+from .interceptors import PROBE_PREFIXES, refusing_handler
+
 log = logging.getLogger("curvecast.security")
 
 # Methods reachable without a token: probes must work, and reflection only describes the public API.
-EXEMPT_PREFIXES: tuple[str, ...] = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
+EXEMPT_PREFIXES: tuple[str, ...] = PROBE_PREFIXES
 _REFUSAL = "missing or invalid bearer token"
 _RELOAD_CHECK_S = 2.0
 
@@ -151,23 +149,6 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-async def _refuse(request_or_iterator, context: grpc.aio.ServicerContext):
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
-
-
-def _refusing_handler(like: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``like`` that fails with UNAUTHENTICATED without running anything."""
-    des = like.request_deserializer if like is not None else None
-    ser = like.response_serializer if like is not None else None
-    if like is None or like.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_refuse, request_deserializer=des, response_serializer=ser)
-    if like.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_refuse, request_deserializer=des, response_serializer=ser)
-    if like.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_refuse, request_deserializer=des, response_serializer=ser)
-    return grpc.stream_stream_rpc_method_handler(_refuse, request_deserializer=des, response_serializer=ser)
-
-
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without an accepted bearer token (UNAUTHENTICATED); health and reflection stay open."""
 
@@ -184,7 +165,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if self._store.accepts(bearer_token(handler_call_details.invocation_metadata)):
             return await continuation(handler_call_details)
         # Unknown methods get UNAUTHENTICATED too, so an unauthenticated caller cannot probe the API.
-        return _refusing_handler(await continuation(handler_call_details))
+        # The body is never decoded, so malformed bytes also get UNAUTHENTICATED, not INVALID_ARGUMENT.
+        return refusing_handler(await continuation(handler_call_details), grpc.StatusCode.UNAUTHENTICATED,
+                                _REFUSAL)
 
 
 def token_interceptor(settings) -> grpc.aio.ServerInterceptor:

@@ -19,10 +19,12 @@ from curvecast_api.v1 import curvecast_pb2 as pb
 from curvecast_api.v1 import curvecast_pb2_grpc as pb_grpc
 
 from .. import __version__
+from ..admission import CurveSize
 from ..dataplane import DataPlane, ForecastResult
 from ..domain.curve import DEFAULT_QUANTILES, StopPolicy
 from ..domain.errors import DeadlineExceeded, EngineUnavailable, InvalidRequest, Overloaded
 from ..domain.validation import Limits
+from ..scaling.cancel import SHUTDOWN, Cancelled
 from . import converters, metrics
 
 log = logging.getLogger("curvecast.server")
@@ -32,6 +34,7 @@ _CODE_OF = {
     grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
     grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED: code_pb2.CANCELLED,
     grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
 }
 
@@ -46,6 +49,8 @@ def classify(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, (DeadlineExceeded, TimeoutError)):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
+    if isinstance(exc, Cancelled):  # work stopped: the server drains, or nobody waits any more
+        return (grpc.StatusCode.UNAVAILABLE if exc.reason == SHUTDOWN else grpc.StatusCode.CANCELLED), str(exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server logs"
 
 
@@ -91,6 +96,12 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+def _batch_sizes(request: pb.ForecastBatchRequest, grid_points: int) -> list[CurveSize]:
+    """Lower bounds of the items' sizes from the raw message (repeated-field lengths: no decoding)."""
+    n_levels = len(DEFAULT_QUANTILES)
+    return [CurveSize.lower_bound(len(r.query_x), len(r.quantiles), grid_points, n_levels) for r in request.requests]
+
+
 class CurvecastServicer(pb_grpc.CurvecastServicer):
     def __init__(self, dataplane: DataPlane, limits: Limits, policy_defaults: StopPolicy) -> None:
         self._dp = dataplane
@@ -111,7 +122,9 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
             n = len(request.requests)
             if n > self._limits.max_batch_requests:
                 raise InvalidRequest.single("requests", f"has {n} items; the limit is {self._limits.max_batch_requests}")
-            self._dp.precheck(n, _deadline(context))
+            st = self._dp.settings
+            self._dp.precheck(_batch_sizes(request, st.decision_grid_inside + st.decision_grid_beyond),
+                              _deadline(context))
             items: list[pb.ForecastBatchItem | None] = [None] * n
             queries, where = await self._dp.offload(self._validate_batch, request, items)
             ids = [request.requests[i].request_id for i in where]
@@ -154,19 +167,33 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
     async def FitScalingLaw(self, request: pb.FitScalingLawRequest,
                             context: grpc.aio.ServicerContext) -> pb.FitScalingLawResponse:
         try:
-            points, form, bootstrap, at, budgets = converters.scaling_request(request)
-            fit = await self._dp.fit_scaling_law(points, form, bootstrap)
-            return converters.scaling_response(fit, at, budgets, request.request_id)
+            limits = self._dp.settings.scaling_limits
+            n = len(request.points)
+            boot = request.bootstrap if request.HasField("bootstrap") else limits.default_bootstrap(n)
+            if not limits.violations(n, boot):  # (a request over the limits is INVALID_ARGUMENT, below)
+                # busy, or hopeless for its deadline: refused before its points are decoded
+                self._dp.precheck_fit(n, boot, converters.scaling_form(request.form), _deadline(context))
+            # decoding 100,000 points or predicting 1,000 x 2,000 replicates takes a while: off the loop
+            points, form, bootstrap, at, budgets, notes = await self._dp.offload(converters.scaling_request,
+                                                                                 request, limits)
+            # a cancelled call (client gone, deadline passed, server past its grace period) cancels this
+            # coroutine, and the data plane stops the fit's worker within one objective evaluation
+            fit = await self._dp.fit_scaling_law(points, form, bootstrap, _deadline(context))
+            return await self._dp.offload(converters.scaling_response, fit, at, budgets, request.request_id, notes)
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc, "FitScalingLaw")
             raise
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         infos = self._dp.engine_infos()
+        sl = self._dp.settings.scaling_limits
         return pb.ModelInfo(
             server_version=__version__, api_version="curvecast.v1",
             engines=[converters.engine_status(i) for i in infos],
             default_engine=self._dp.settings.default_engine, default_quantiles=list(DEFAULT_QUANTILES),
             max_curve_points=self._limits.max_curve_points, max_query_points=self._limits.max_query_points,
             max_batch_requests=self._limits.max_batch_requests,
-            default_policy=converters.policy_message(self._policy))
+            default_policy=converters.policy_message(self._policy),
+            max_scaling_points=sl.max_points, max_scaling_bootstrap=sl.max_bootstrap,
+            max_scaling_point_replicates=sl.max_point_replicates, max_scaling_predict_at=sl.max_predict_at,
+            max_scaling_compute_budgets=sl.max_compute_budgets)
