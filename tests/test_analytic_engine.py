@@ -9,6 +9,7 @@ from curvecast.domain.curve import Curve, ForecastQuery, Goal, RunInfo, XKind
 from curvecast.engines.analytic import AnalyticEngine
 from curvecast.engines.analytic import engine as engine_mod
 from curvecast.engines.analytic.engine import SHORT_WARNING
+from curvecast.domain.distribution import Marginals
 from curvecast.engines.base import Engine, EngineForecast
 
 
@@ -472,3 +473,49 @@ def test_vapor_steps_to_target_matches_the_plain_bisection(sign, z_target):
     want = np.where(g_hi > 0, np.inf, np.where(g_lo <= 0, 0.0, np.exp(hi)))
     assert np.array_equal(got, want)
     assert np.isfinite(got).any() and np.isinf(got).any()
+
+
+# ---- issue 12, item 5: tiny and huge magnitudes -----------------------------------------------------------
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-30, 1e30, 1e290])
+@pytest.mark.parametrize("schedule", [False, True], ids=["families", "lr-law"])
+def test_tiny_and_huge_magnitudes_fit_like_ordinary_ones(eng, scale, schedule):
+    """Values near 1e-300 used to give "vapor fit failed: Eigenvalues did not converge" and medians of
+    1e286 x the level (decisions then spoke of a gain of 6.79e+285); near 1e200 an OverflowError."""
+    from curvecast.decisions.policy import decide
+    from curvecast.domain.curve import LrSchedule, ScheduleShape
+
+    x = np.arange(1, 61) * 10.0
+    y = _power(x) + np.random.default_rng(0).normal(0, 0.01, len(x))
+    xq = np.array([800.0, 1200.0, 2400.0])
+    plan = RunInfo(total_steps=2400.0)
+    if schedule:
+        plan = RunInfo(total_steps=2400.0, schedule=LrSchedule(ScheduleShape.COSINE, peak_lr=1e-3, warmup_steps=20.0, total_steps=2400.0))
+    ref = _one(eng, _query(x, y, xq, lower_bound=0.0, target=2.45, run=plan))
+    q = _query(x, y * scale, xq, lower_bound=0.0, target=2.45 * scale, run=plan)
+    got = _one(eng, q)
+    assert got.warnings == ref.warnings
+    assert ("lr_law" in got.details) == ("lr_law" in ref.details) == schedule
+    # the same answer up to Monte Carlo error (the draws are keyed by the values, which differ)
+    central, outer = [0.25, 0.5, 0.75], [0.05, 0.95]
+    np.testing.assert_allclose(got.marginals.quantile(central) / scale, ref.marginals.quantile(central), rtol=0.01)
+    np.testing.assert_allclose(got.marginals.quantile(outer) / scale, ref.marginals.quantile(outer), rtol=0.03)
+    assert got.details["noise_sd"] / scale == pytest.approx(ref.details["noise_sd"], rel=0.01)
+    assert got.details["target_prob_by_horizon"] == pytest.approx(ref.details["target_prob_by_horizon"], abs=0.03)
+    rec = decide(q, got.marginals.at(np.array([2])), got.marginals)
+    assert abs(rec.expected_relative_improvement) < 0.2
+
+
+def test_magnitude_normalisation_is_exact_and_leaves_ordinary_curves_alone():
+    from curvecast.engines.magnitude import rescale, scale_exponent
+
+    assert scale_exponent(np.array([0.5, 3.0, 70.0])) == 0
+    e = scale_exponent(np.array([1e-300, 3e-300]))
+    assert 0.5 < np.ldexp(2e-300, e) < 2.0  # a power of two that brings the values to ~1
+    q = _query([1.0, 2.0], [1e-300, 2e-300], [3.0], lower_bound=0.0, target=1.5e-300)
+    s = rescale(q)
+    assert s.query.curve.y[1] == np.ldexp(2e-300, s.exp) and s.query.target == np.ldexp(1.5e-300, s.exp)
+    assert s.query.curve.lower_bound == 0.0
+    sub = rescale(_query([1.0, 2.0], [1e-319, 3e-319], [3.0]))  # subnormal values: beyond any float factor
+    assert sub.exp > 1023 and np.all((sub.query.curve.y > 0.1) & (sub.query.curve.y < 10.0))
+    back = sub.restore(EngineForecast(Marginals.from_gaussian(np.array([3.0]), sub.query.curve.y[-1:], np.array([0.1])), "analytic"))
+    assert back.marginals.quantile(0.5)[0] == 3e-319

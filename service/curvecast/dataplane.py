@@ -1,37 +1,38 @@
 """The transport-free core of the service: queries in, forecasts and decisions out.
 
 The gRPC servicer converts wire messages to domain queries and hands them here; everything that
-decides *what* to answer (engine choice, ensembling, micro-batching, admission control, deadlines,
-decisions) lives in this module and below, so it can be tested and benchmarked without a network.
+decides *what* to answer (engine choice, ensembling, micro-batching, deadlines, decisions) lives in this
+module and below, so it can be tested and benchmarked without a network. Admission control (what to
+refuse at once, and the retry hint) is ``admission.py``'s: this module tells it what each call costs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
 
+from .admission import FINISH, CurveSize, FitAdmission, FitOutcome, FitSize, ForecastAdmission, Work, shape_of
 from .batching import BatchObserver, MicroBatcher
 from .decisions.compute_to_target import ComputeToTarget, compute_to_target, decision_grid
 from .decisions.calibration import recalibration_for
 from .decisions.policy import Recommendation, decide
 from .domain.curve import ForecastQuery
 from .domain.distribution import Marginals
-from .domain.errors import InvalidRequest, Overloaded
+from .domain.errors import InvalidRequest
 from .engines.base import EngineForecast, EngineInfo
 from .engines.registry import EngineRegistry
+from .scaling.cancel import CALLER_GONE, SHUTDOWN, CancelToken, Cancelled
+from .scaling.limits import ScalingLimits
 
 if TYPE_CHECKING:
     from .scaling import ScalingFit, ScalingPoint
 
 ENSEMBLE = "ensemble"
-_REFUSED_WINDOW_S = 2.0  # refusals this recent count towards the retry hint
 T = TypeVar("T")
 
 
@@ -70,6 +71,10 @@ class DataPlaneSettings:
     decision_extension: float = 4.0
     retry_after_s: float = 0.05  # the shortest retry hint; longer when the queue needs longer to drain
     retry_after_max_s: float = 10.0
+    # time an engine's first single-curve batch (the start-up warm-up) twice: see batching.py
+    retime_first_batch: bool = True
+    max_concurrent_fits: int = 1  # scaling-law fits at once; more are refused with a retry hint
+    scaling_limits: ScalingLimits = ScalingLimits()
 
 
 class DataPlane:
@@ -80,104 +85,63 @@ class DataPlane:
         self.registry = registry
         self.settings = settings
         self._executor = executor
-        self._scaling_executor = scaling_executor or executor
+        # fits get threads of their own (one per admitted fit): a fit of tens of seconds must never hold
+        # an engine thread that forecast batches are waiting for
+        self._own_scaling = scaling_executor is None
+        self._scaling_executor = scaling_executor or ThreadPoolExecutor(
+            max_workers=max(settings.max_concurrent_fits, 1), thread_name_prefix="fit")
         # one thread for the per-curve work after the engines: keeps it off the loop without more GIL churn
         self._own_post = post_executor is None
         self._post = post_executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
         self._batchers: dict[str, MicroBatcher] = {}
         self._batch_args = dict(max_batch=max_batch, max_delay_s=max_delay_s, observer=self._observe,
-                                max_concurrent_batches=max_concurrent_batches)
+                                max_concurrent_batches=max_concurrent_batches,
+                                retime_first=settings.retime_first_batch)
         self._observer = observer
-        self._curve_s: dict[str, float] = {}  # recent engine seconds per curve (EWMA), per engine
-        self._finish_s = 0.0  # recent seconds per curve of finishing (decisions, response), EWMA
-        self._inflight = 0
-        self._refused: deque[tuple[float, int]] = deque()  # (when, curves) of recent refusals
-        self._refused_curves = 0
+        self.admission = ForecastAdmission(settings.max_inflight_curves, max_batch, settings.retry_after_s,
+                                           settings.retry_after_max_s, backlog=self._engine_backlog)
+        self.fit_admission = FitAdmission(settings.max_concurrent_fits, settings.retry_after_s,
+                                          settings.retry_after_max_s, calibrate=_calibrate_fit)
+        self._fit_tokens: set[CancelToken] = set()
+        self._closing = False
 
-    # ---- admission ------------------------------------------------------------------------------
+    # ---- admission (admission.py decides; here: what the engines hold) ----------------------------
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return self.admission.inflight
 
     @property
     def queue_depth(self) -> int:
         return sum(b.depth for b in self._batchers.values())
 
-    def _observe(self, engine: str, size: int, seconds: float, overlap: float = 1.0) -> None:
-        per_curve = seconds / max(size, 1) / max(overlap, 1.0)  # throughput cost: overlapping batches shared the CPU
-        self._curve_s[engine] = _ewma(self._curve_s.get(engine), per_curve)
+    def _engine_backlog(self) -> dict[str, float]:
+        return {name: b.backlog_units for name, b in self._batchers.items()}
+
+    def _observe(self, engine: str, size: int, units: float, seconds: float, overlap: float = 1.0) -> None:
+        self.admission.observe(engine, units, seconds, overlap)
         if self._observer is not None:
             self._observer(engine, size, seconds)
 
-    def expected_wait_s(self, engines: set[str] | None = None, extra: int = 0) -> float:
-        """Rough time until the curves already admitted, plus ``extra`` new ones, are done: curves times
-        the measured cost per curve at the throughput the engines reached (overlapping batches counted
-        once, so a GIL-bound engine is not assumed to run twice as fast with two batches in flight)."""
-        return (self.pending_curves + extra) * self._per_curve_s(engines)
-
-    def _per_curve_s(self, engines: set[str] | None = None) -> float:
-        """Measured cost of one curve: the engines' and the finishing stage's (same process, same GIL)."""
-        names = engines if engines is not None else set(self._curve_s)
-        return sum(self._curve_s.get(n, 0.0) for n in names) + self._finish_s
-
-    def _done_in_s(self, n: int, per_curve: float) -> float:
-        """When ``n`` new curves would be answered: the work ahead, their own, and one engine batch of
-        slack (curves are answered a whole batch at a time, and batches form from whatever is queued)."""
-        return (self.pending_curves + n + int(self._batch_args["max_batch"])) * per_curve
+    def expected_wait_s(self) -> float:
+        """Rough seconds until the work admitted, or still inside the engines, is done."""
+        return self.admission.pending_s()
 
     @property
     def pending_curves(self) -> int:
         """Curves admitted, or still queued or computing in the engines: a caller that timed out leaves,
         but a batch already in an engine still takes its time, and the next caller waits for it."""
         in_engines = sum(b.depth + b.running for b in self._batchers.values())
-        return max(self._inflight, in_engines)
+        return max(self.inflight, in_engines)
 
-    def retry_hint_s(self, engines: set[str] | None = None) -> float:
-        """When a refused caller should come back: about when the queued work, and the work refused in
-        the last ``_REFUSED_WINDOW_S``, would be done, jittered (x0.5..1.5). Counting what was refused
-        spreads a crowd of refused clients over the time the server needs to serve them all, instead
-        of having them all return (and be refused again) at once."""
-        st = self.settings
-        per_curve = self._per_curve_s(engines)
-        now = time.monotonic()
-        while self._refused and self._refused[0][0] < now - _REFUSED_WINDOW_S:
-            self._refused_curves -= self._refused.popleft()[1]
-        wait = (self.pending_curves + self._refused_curves) * per_curve
-        return min(max(wait, st.retry_after_s), st.retry_after_max_s) * random.uniform(0.5, 1.5)
+    def retry_hint_s(self) -> float:
+        return self.admission.retry_hint_s()
 
-    def _refuse(self, n: int, message: str, engines: set[str] | None = None) -> Overloaded:
-        self._refused.append((time.monotonic(), n))
-        self._refused_curves += n
-        return Overloaded(message, self.retry_hint_s(engines))
-
-    def precheck(self, n: int, deadline: float | None = None) -> None:
-        """Refuse a call before it is decoded and validated when it certainly could not be admitted:
-        a flood of refused 1,000-curve batches must not cost the server their validation. Uses the
-        cheapest engine's cost, so it never refuses what ``_admit`` would accept."""
-        if n <= self.settings.max_inflight_curves:  # larger ones are refused as invalid by ``_admit``
-            cheapest = min(self._curve_s.values()) + self._finish_s if self._curve_s else 0.0
-            self._refuse_if_busy(n, deadline, cheapest)
-
-    def _admit(self, n: int, deadline: float | None = None, engines: set[str] | None = None) -> None:
-        if n > self.settings.max_inflight_curves:  # could never be admitted: retrying would not help
-            raise InvalidRequest.single("requests", f"has {n} curves; this server admits at most "
-                                        f"{self.settings.max_inflight_curves} at once (split the batch)")
-        self._refuse_if_busy(n, deadline, self._per_curve_s(engines), engines)
-        self._inflight += n
-
-    def _refuse_if_busy(self, n: int, deadline: float | None, per_curve: float,
-                        engines: set[str] | None = None) -> None:
-        """``Overloaded`` when ``n`` more curves exceed the in-flight limit, or would be answered after
-        the caller's deadline (it would only queue to time out: say so now)."""
-        limit = self.settings.max_inflight_curves
-        if self._inflight + n > limit:
-            raise self._refuse(n, f"server busy: {self._inflight} curves in flight (limit {limit}); retry shortly",
-                               engines)
-        if deadline is not None and per_curve > 0 and self.pending_curves > 0:
-            done_in = self._done_in_s(n, per_curve)
-            if time.monotonic() + done_in > deadline:
-                raise self._refuse(n, f"server busy: this call would be done in about {done_in:.2f} s, later than "
-                                   "its deadline; retry shortly or with a longer deadline", engines)
+    def precheck(self, sizes: Sequence[CurveSize], deadline: float | None = None) -> None:
+        """Refuse a call before it is decoded and validated when it certainly could not be admitted: a
+        flood of refused 1,000-curve batches must not cost the server their validation. ``sizes`` are
+        lower bounds of the curves' sizes (``CurveSize.lower_bound``); never refuses what admission
+        of the validated curves would accept."""
+        self.admission.precheck(sizes, deadline, list(self.registry.engines))
 
     # ---- forecasting ----------------------------------------------------------------------------
     async def forecast(self, query: ForecastQuery, deadline: float | None = None,
@@ -196,7 +160,8 @@ class DataPlane:
         thread that finishes it: one thread hop per call instead of two.
 
         Admission refuses the call at once (``Overloaded``) when the curves in flight would exceed the
-        limit, or when the work already queued would outlast the caller's deadline."""
+        limit, or when the work queued plus its own (priced by query points, levels and curve length)
+        would outlast the caller's deadline."""
         early: dict[int, BaseException] = {}
         names: dict[int, list[tuple[str, float]]] = {}
         for i, q in enumerate(queries):
@@ -204,7 +169,14 @@ class DataPlane:
                 names[i] = self._engine_names_one(q)
             except Exception as exc:  # noqa: BLE001 - this item only
                 early[i] = exc
-        self._admit(len(queries), deadline, {n for ns in names.values() for n, _ in ns})
+        limit = self.settings.max_inflight_curves
+        if len(queries) > limit:  # could never be admitted: retrying would not help
+            raise InvalidRequest.single("requests", f"has {len(queries)} curves; this server admits at most "
+                                        f"{limit} at once (split the batch)")
+        grid = self.settings.decision_grid_inside + self.settings.decision_grid_beyond
+        sizes = [CurveSize.of_query(q, grid) for q in queries]
+        ticket = self.admission.admit([Work(sizes[i], tuple(n for n, _ in names.get(i, ()))) for i in
+                                       range(len(queries))], deadline)
         try:
             plans: dict[int, tuple[ForecastQuery, np.ndarray, np.ndarray, int]] = {}
             for i, q in enumerate(queries):
@@ -220,25 +192,26 @@ class DataPlane:
             for name in needed:
                 idx = [i for i in plans if any(n == name for n, _ in names[i])]
                 expanded = [plans[i][0] for i in idx]
-                jobs[name] = (idx, self._batcher(name).submit_many(expanded, deadline))
+                units = [shape_of(name).units(sizes[i]) for i in idx]
+                jobs[name] = (idx, self._batcher(name).submit_many(expanded, deadline, units))
             gathered = await asyncio.gather(*(job for _, job in jobs.values()))
             for (name, (idx, _)), results in zip(jobs.items(), gathered):
                 per_engine[name] = dict(zip(idx, results))
-            return await self.offload(self._finish_all, queries, early, plans, names, per_engine, post)
+            finish_units = sum(shape_of(FINISH).units(sizes[i]) for i in plans)
+            return await self.offload(self._finish_all, queries, early, plans, names, per_engine, post, finish_units)
         finally:
-            self._inflight -= len(queries)
+            self.admission.release(ticket)
 
     async def offload(self, fn: Callable[..., T], *args: object) -> T:
         """Run CPU work (ensembling, decisions, response building) off the event loop, so health checks
         and admission answer at once even while a large batch is being finished."""
         return await asyncio.get_running_loop().run_in_executor(self._post, fn, *args)
 
-    def _finish_all(self, queries, early, plans, names, per_engine, post=None) -> list:
+    def _finish_all(self, queries, early, plans, names, per_engine, post=None, units: float = 0.0) -> list:
         started = time.perf_counter()
         out = self._finish_each(queries, early, plans, names, per_engine, post)
         if len(plans):
-            per_curve = (time.perf_counter() - started) / len(plans)
-            self._finish_s = _ewma(self._finish_s or None, per_curve)
+            self.admission.observe(FINISH, units, time.perf_counter() - started)
         return out
 
     def _finish_each(self, queries, early, plans, names, per_engine, post) -> list:
@@ -280,7 +253,7 @@ class DataPlane:
                 per_engine: dict[str, dict[int, EngineForecast | BaseException]]) -> ForecastResult | BaseException:
         _, req_idx, grid_idx, final_idx = plan
         parts: list[tuple[EngineForecast, float]] = []
-        warnings: list[str] = []
+        warnings: list[str] = list(query.notes)  # validation's notes on input accepted with a documented meaning
         errors: list[BaseException] = []
         for name, weight in names:
             result = _checked(per_engine[name][k], name, len(plan[0].x_query))
@@ -299,6 +272,11 @@ class DataPlane:
         with np.errstate(all="ignore"):
             marginals = Marginals.mixture([p.marginals for p, _ in parts], [w for _, w in parts])
             marginals = marginals.clip(query.curve.lower_bound, query.curve.upper_bound)
+            from .domain.plausibility import review  # every engine's answer passes it before decisions
+
+            checked = review(query, marginals)  # limits, degenerate rows, goal contradicting the curve
+            marginals = checked.marginals
+            warnings.extend(checked.warnings)
             if not (np.all(np.isfinite(marginals.values)) and np.all(np.isfinite(marginals.mean))):
                 return FloatingPointError("combining the engines' forecasts overflowed for this curve")
             total_w = sum(w for _, w in parts)
@@ -327,23 +305,74 @@ class DataPlane:
         return self._batchers[name]
 
     # ---- scaling laws ---------------------------------------------------------------------------
-    async def fit_scaling_law(self, points: Sequence["ScalingPoint"], form: str, bootstrap: int) -> "ScalingFit":
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._scaling_executor, _fit, list(points), form, bootstrap)
+    async def fit_scaling_law(self, points: Sequence["ScalingPoint"], form: str, bootstrap: int,
+                              deadline: float | None = None) -> "ScalingFit":
+        """Fit a scaling law in the scaling executor, admitted like forecasts (one fit at a time by
+        default; refused up front when it would outlast ``deadline``) and stopped cooperatively within
+        one objective evaluation when the deadline passes, the awaiting caller is cancelled (the client
+        left) or the data plane closes (the server drains): the worker never computes for nobody."""
+        bad = self.settings.scaling_limits.violations(len(points), bootstrap)
+        if bad:
+            raise InvalidRequest(bad)
+        if self._closing:
+            raise Cancelled("the server is shutting down; not started", SHUTDOWN)
+        size = FitSize(len(points), bootstrap, form)
+        ticket = self.fit_admission.admit(size, deadline, _grid_cells(form, len(points)))
+        token = CancelToken(deadline)
+        self._fit_tokens.add(token)
+        job = self._scaling_executor.submit(self._fit_job, ticket, size, list(points), token)
+        # a job cancelled before it started (executor shut down) never reaches its own release
+        job.add_done_callback(lambda f: self.fit_admission.release(ticket) if f.cancelled() else None)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            token.cancel(CALLER_GONE, "the caller went away; fit stopped")
+            raise
+        finally:
+            self._fit_tokens.discard(token)
+
+    def precheck_fit(self, n_points: int, bootstrap: int, form: str, deadline: float | None = None) -> None:
+        """Refuse a fit before its request is decoded when admission would refuse it (the fit slots are
+        busy, or it could not finish before ``deadline``): a flood of large refused requests must not
+        cost the server their decoding."""
+        if self._closing:
+            raise Cancelled("the server is shutting down; not started", SHUTDOWN)
+        self.fit_admission.precheck(FitSize(n_points, bootstrap, form), deadline, _grid_cells(form, n_points))
+
+    @property
+    def running_fits(self) -> tuple[CancelToken, ...]:
+        """The cancel tokens of the fits being awaited (``token.checks`` shows a worker's progress)."""
+        return tuple(self._fit_tokens)
+
+    def _fit_job(self, ticket: int, size: FitSize, points: list, token: CancelToken) -> "ScalingFit":
+        """Runs in the scaling executor; reports its work to admission however it ends."""
+        from .scaling.laws import FitStats
+
+        stats, started, completed = FitStats(), time.perf_counter(), False
+        try:
+            fit = _fit(points, size.form, size.bootstrap, token, stats)
+            completed = True
+            return fit
+        finally:
+            self.fit_admission.release(ticket, size, FitOutcome(
+                stats.evaluations, stats.main_evaluations, stats.replicates, stats.grid_cells,
+                time.perf_counter() - started, completed))
 
     def engine_infos(self) -> list[EngineInfo]:
         return self.registry.infos()
 
     async def close(self) -> None:
+        """Stop: running fits are cancelled (they stop within one objective evaluation), then the
+        batchers and the finishing thread."""
+        self._closing = True
+        for token in list(self._fit_tokens):
+            token.cancel(SHUTDOWN, "the server is shutting down; fit stopped")
         for b in self._batchers.values():
             await b.close()
         if self._own_post:
             self._post.shutdown(wait=False, cancel_futures=True)
-
-
-def _ewma(old: float | None, new: float) -> float:
-    """Recent average: the first observation as is, then 80% memory."""
-    return new if old is None else 0.8 * old + 0.2 * new
+        if self._own_scaling:
+            self._scaling_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _snap(grid: np.ndarray, asked: np.ndarray, rel: float = 1e-9) -> np.ndarray:
@@ -372,9 +401,25 @@ def _checked(result: object, name: str, n_x: int) -> EngineForecast | BaseExcept
     return result
 
 
-def _fit(points: list["ScalingPoint"], form: str, bootstrap: int) -> "ScalingFit":
+def _fit(points: list["ScalingPoint"], form: str, bootstrap: int, token: CancelToken | None = None,
+         stats=None) -> "ScalingFit":
     """Scaling fits are imported on first use: forecasting never needs them."""
     from .scaling import fit_scaling_law
 
-    return fit_scaling_law(points, form=form, bootstrap=bootstrap)
+    return fit_scaling_law(points, form=form, bootstrap=bootstrap, cancel=token, stats=stats)
+
+
+def _grid_cells(form: str, n_points: int) -> int:
+    from .scaling.laws import FORMS, grid_cells
+
+    return grid_cells(FORMS[form], n_points) if form in FORMS else 0
+
+
+def _calibrate_fit() -> float:
+    """Seconds per point-evaluation on this machine: the prior of a fit's time estimate (a few ms, once)."""
+    from .admission import EVAL_OVERHEAD_POINTS
+    from .scaling.laws import seconds_per_evaluation
+
+    n = 4096
+    return seconds_per_evaluation(n) / (n + EVAL_OVERHEAD_POINTS)
 

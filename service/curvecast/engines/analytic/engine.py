@@ -7,6 +7,11 @@ horizon-dependent model-error term, adds room for a planned LR cool-down and a s
 "the law is wrong" component (spread.py), and returns quantiles. Very short curves get the last value
 with its latest trend. A numerical failure never fails the call: it falls back to a widening
 distribution around the last value and says so in ``warnings``.
+
+Answers are deterministic: the generator is seeded from the curve's content and each x is evaluated
+from the same parameter draws with noise shared across x (``randomness``), so the same request gives
+the same bits and the value at an x does not depend on the other x asked. Curves of tiny or huge
+magnitude are fitted rescaled (``..magnitude``).
 """
 
 from __future__ import annotations
@@ -17,29 +22,28 @@ import multiprocessing as mp
 from typing import Sequence
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
+from ...blas import single_threaded_blas
 from ...domain.curve import ForecastQuery
-from ...domain.distribution import LEVELS, Marginals
 from ...domain.errors import InvalidRequest
 from ..base import EngineForecast, EngineInfo
-from ...blas import single_threaded_blas
+from ..magnitude import rescale
 from .families import BY_NAME, basis_steps_to_target, vapor_steps_to_target
 from .fit import FamilyFit, Problem, fit_all, make_problem
+from .output import fallback, target_details, to_marginals
 from .prep import MIN_FIT_POINTS, prepare
+from .randomness import curve_rng, normal_scores
 from .spread import (
-    ANNEAL_GAIN,
     curve_scale,
     floor_sd,
     log_horizon,
-    planned_lr_drop,
     recent_slope,
-    with_anneal_drop,
-    with_wide_component,
+    with_planned_anneal,
     with_wide_component_sorted,
 )
 
-VERSION = "0.3.0"
+VERSION = "0.4.0"
 N_SAMPLES = 1000
 SHORT_WARNING = "curve too short to say much"
 
@@ -100,31 +104,39 @@ def _forecast_many(queries: list[ForecastQuery], families, seed: int) -> list[En
 
 
 def forecast_one(q: ForecastQuery, families: tuple[str, ...] | None = None, seed: int = 0) -> EngineForecast | Exception:
-    """Forecast one query; only an unanswerable request comes back as an exception."""
+    """Forecast one query; only an unanswerable request comes back as an exception.
+
+    ``seed`` is mixed with the curve's content: the answer depends on the request, never on when,
+    where or next to what it was computed."""
     n = len(q.curve.x)
     if n == 0:
         return InvalidRequest.single("curve.values", "the analytic engine needs at least one observed point")
     with np.errstate(all="ignore"), single_threaded_blas():
-        try:
-            if n < MIN_FIT_POINTS:
-                return _fallback(q, [SHORT_WARNING])
-            from .lr_engine import lr_forecast, wants_lr_law  # local: keeps the worker import light
+        scaled = rescale(q)  # tiny or huge magnitudes are fitted as ordinary numbers
+        return scaled.restore(_forecast_scaled(scaled.query, families, seed))
 
-            notes: list[str] = []
-            if wants_lr_law(q):
-                try:
-                    res = lr_forecast(q, seed)
-                except Exception as exc:  # the curve families can still answer
-                    res = None
-                    notes.append(f"learning-rate-law fit failed ({type(exc).__name__}); used curve families instead")
-                if res is not None:
-                    return res
-            out = _families_forecast(q, families, seed)
-            if notes:
-                out = EngineForecast(out.marginals, out.engine, tuple(notes) + out.warnings, out.details)
-            return out
-        except Exception as exc:  # numerical trouble of any kind: answer, but say so
-            return _fallback(q, [f"analytic fit failed ({type(exc).__name__}: {exc}); showing last value with widening spread"])
+
+def _forecast_scaled(q: ForecastQuery, families: tuple[str, ...] | None, seed: int) -> EngineForecast:
+    try:
+        if len(q.curve.x) < MIN_FIT_POINTS:
+            return fallback(q, [SHORT_WARNING])
+        from .lr_engine import lr_forecast, wants_lr_law  # local: keeps the worker import light
+
+        notes: list[str] = []
+        if wants_lr_law(q):
+            try:
+                res = lr_forecast(q, seed, notes)
+            except Exception as exc:  # the curve families can still answer
+                res = None
+                notes.append(f"learning-rate-law fit failed ({type(exc).__name__}); used curve families instead")
+            if res is not None:
+                return res
+        out = _families_forecast(q, families, seed)
+        if notes:
+            out = EngineForecast(out.marginals, out.engine, tuple(notes) + out.warnings, out.details)
+        return out
+    except Exception as exc:  # numerical trouble of any kind: answer, but say so
+        return fallback(q, [f"analytic fit failed ({type(exc).__name__}: {exc}); showing last value with widening spread"])
 
 
 # ---- the Domhan-family ensemble -----------------------------------------------------------------------
@@ -200,14 +212,14 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     curve = q.curve
     prep = prepare(curve)
     if len(prep.z) < MIN_FIT_POINTS:
-        return _fallback(q, [SHORT_WARNING])
+        return fallback(q, [SHORT_WARNING])
     pb = make_problem(prep)
     fits, notes = fit_all(pb, families)
     if not fits:
-        return _fallback(q, notes + ["no curve family could be fitted; showing last value with widening spread"])
+        return fallback(q, notes + ["no curve family could be fitted; showing last value with widening spread"])
     noise_fit = float(np.sqrt(np.mean(prep.noise_sd**2)))
     weights = family_weights(fits, noise_fit, len(prep.z), int((1.0 - pb.masks[1:]).sum()))
-    rng = np.random.default_rng(seed)
+    rng = curve_rng(curve, seed)
     uq = prep.to_u(q.x_query)
     z_hi = float(np.max(prep.z)) + max(prep.z_range, 1e-12)
     env_lo, env_hi = pb.c_lo, z_hi
@@ -224,6 +236,8 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     floor2 = floor**2
     inv_var = 1.0 / np.maximum(pb.noise_sd**2, 1e-300)
     z_all = np.empty((int(counts[counts > 0].sum()), len(uq)))
+    # one noise score per sample path, shared by every x: no draw depends on the queried x
+    scores = normal_scores(rng, len(z_all))
     row = 0
     for fit, k in zip(fits, counts):
         if k <= 0:
@@ -231,6 +245,7 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         draws = _plausible(fit, _param_samples(fit, int(k), rng), pb, rng, inv_var)
         pred = z_all[row : row + int(k)]
         pred[...] = fit.predict(draws, uq, prep.sign)
+        e = scores[row : row + int(k), None]
         row += int(k)
         finite = np.isfinite(pred)
         if not finite.all():  # row 0 is the fitted law itself (draws[0] == params)
@@ -240,30 +255,18 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         # clip the law, not the noise: clipped samples piled on one value make a zero-width tail
         np.maximum(pred, env_lo, out=pred)
         np.minimum(pred, env_hi, out=pred)
-        noise = rng.standard_normal(pred.shape)
-        noise *= extra
-        pred += noise
+        pred += e * extra
         if z_target is not None:
             target_parts.append(_target_u(fit, draws, z_target, prep.sign))
-    z_samples = _anneal(q, z_all, rng)
+    z_samples = with_planned_anneal(q, z_all, rng)
     z_samples, z_sorted = with_wide_component_sorted(z_samples, np.sort(z_samples, axis=0), prep.z_last, scale, uq)
     warnings = list(notes)
     details: dict[str, float] = {f"weight_{f.name}": float(w) for f, w in zip(fits, weights)}
     details.update(noise_sd=float(prep.raw_noise), fit_points=float(len(prep.z)), skipped_warmup=float(prep.skipped_warmup))
     if target_parts:
-        _target_details(details, np.concatenate(target_parts) * prep.t_last + prep.t_shift, q)
-    marg = _to_marginals(q, z_samples, warnings, z_sorted)
+        target_details(details, np.concatenate(target_parts) * prep.t_last + prep.t_shift, q)
+    marg = to_marginals(q, z_samples, warnings, z_sorted)
     return EngineForecast(marginals=marg, engine="analytic", warnings=tuple(warnings), details=details)
-
-
-def _anneal(q: ForecastQuery, z_samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Room for the extra loss drop of a planned LR decay the observed part has not seen yet."""
-    curve = q.curve
-    if q.run.schedule is None or curve.goal.sign < 0 or not np.all(curve.y > 0):
-        return z_samples
-    drop = planned_lr_drop(q.run.schedule, float(curve.x[-1]), np.asarray(q.x_query, dtype=np.float64))
-    level = min(float(np.median(curve.y[-3:])), float(np.ptp(curve.y)) / ANNEAL_GAIN)
-    return with_anneal_drop(z_samples, drop, level, rng)
 
 
 def _target_u(fit: FamilyFit, draws: np.ndarray, z_target: float, sign: float) -> np.ndarray:
@@ -272,113 +275,3 @@ def _target_u(fit: FamilyFit, draws: np.ndarray, z_target: float, sign: float) -
     if fit.name == "vapor":
         return vapor_steps_to_target(draws, z_target, sign)
     return basis_steps_to_target(BY_NAME[fit.name], draws, z_target)
-
-
-def _target_details(details: dict[str, float], x_star: np.ndarray, q: ForecastQuery) -> None:
-    """Steps-to-target summary: probability it is ever reached, by the horizon, and its quantiles."""
-    finite = np.isfinite(x_star)
-    details["target_prob_reachable"] = float(np.mean(finite))
-    details["target_prob_by_horizon"] = float(np.mean(x_star <= q.horizon))
-    if finite.any():
-        xs = np.where(finite, x_star, np.inf)
-        for lvl, v in zip((0.05, 0.5, 0.95), np.quantile(xs, [0.05, 0.5, 0.95])):  # one partition, same values
-            if np.isfinite(v):
-                details[f"target_x_q{int(lvl * 100):02d}"] = float(v)
-
-
-def _to_marginals(q: ForecastQuery, z_samples: np.ndarray, warnings: list[str], z_sorted: np.ndarray | None = None) -> Marginals:
-    """Quantiles of the samples, in the curve's units; ``z_sorted`` (``np.sort(z_samples, axis=0)``)
-    spares the sort when nothing below reorders the samples."""
-    curve = q.curve
-    z = curve.goal.sign * np.asarray(curve.y, dtype=np.float64)
-    if curve.diverged:
-        warnings.append(f"run diverged at x={curve.diverged_at:g}; values after it assume the run stays broken")
-        dead = np.asarray(q.x_query) >= float(curve.diverged_at)
-        worst = float(np.max(z))
-        z_samples = np.where(dead[None], worst + np.abs(z_samples - np.median(z_samples, axis=0)), z_samples)
-        z_sorted = None
-    y = curve.goal.sign * z_samples
-    finite = np.isfinite(y)
-    srt = None
-    if finite.all():
-        if z_sorted is not None:  # negation reverses the order exactly
-            srt = z_sorted if curve.goal.sign > 0 else curve.goal.sign * z_sorted[::-1]
-    else:
-        y = np.where(finite, y, curve.goal.sign * z[-1])
-    marg = _from_samples(np.asarray(q.x_query, dtype=np.float64), y, srt)
-    return _finite(marg.clip(curve.lower_bound, curve.upper_bound), float(curve.y[-1]))
-
-
-def _from_samples(x: np.ndarray, samples: np.ndarray, srt: np.ndarray | None = None) -> Marginals:
-    """Like ``Marginals.from_samples`` but one sort instead of 103 partitions (the hot spot)."""
-    if srt is None:
-        srt = np.sort(samples, axis=0)
-    pos = LEVELS * (len(srt) - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, len(srt) - 1)
-    frac = (pos - lo)[:, None]
-    values = (srt[lo] * (1.0 - frac) + srt[hi] * frac).T
-    return Marginals.from_quantile_values(x, values, samples.mean(axis=0))
-
-
-def _finite(m: Marginals, default: float) -> Marginals:
-    if np.isfinite(m.values).all() and np.isfinite(m.mean).all():
-        return m  # rebuilding would give the same (already non-decreasing) rows
-    vals = np.where(np.isfinite(m.values), m.values, default)
-    mean = np.where(np.isfinite(m.mean), m.mean, default)
-    return Marginals.from_quantile_values(m.x, vals, mean)
-
-
-# ---- fallback: last value with a spread that widens with the horizon ----------------------------------
-FALLBACK_TREND = 0.5  # share of the latest log-x slope continued (improving direction)
-FALLBACK_TREND_WORSE = 0.25  # ... and when the curve got worse over the observed part
-FALLBACK_LEVEL = 0.03  # base spread at least this share of the level
-FALLBACK_SD_BASE = 0.25  # sd per unit log-horizon, in units of the base spread
-FALLBACK_SD_SHIFT = 0.5  # extra sd per unit of the trend shift (the trend itself is uncertain)
-N_FALLBACK_SAMPLES = 2000
-
-
-def _fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
-    """Last value, the latest trend in log x damped, a spread growing with log-horizon, heavy tails.
-
-    Used for very short curves and after numerical failures, so it must never be overconfident: its
-    base spread is the latest change, at least 3% of the level (20% with a single point); the slope
-    of the last segment in log x is continued at half strength (curves decelerate).
-    """
-    curve = q.curve
-    x = np.asarray(curve.x, dtype=np.float64)
-    z = curve.goal.sign * np.asarray(curve.y, dtype=np.float64)
-    xq = np.asarray(q.x_query, dtype=np.float64)
-    last = float(z[-1])
-    # the latest change is what the curve does now; the full range is dominated by the early drop
-    step = abs(last - float(z[-2])) if len(z) > 1 else 0.0
-    base = max(step, (FALLBACK_LEVEL if len(z) > 1 else 0.2) * abs(last), 1e-9)
-    if curve.lower_bound is not None and curve.upper_bound is not None:
-        base = min(base, 0.5 * (curve.upper_bound - curve.lower_bound))
-    x_last = float(x[-1])
-    x0 = float(x[0]) if len(x) else 0.0
-    origin = min(x0, 0.0)
-    span = max(x_last - origin, 1e-12)
-    ratio = np.maximum((xq - origin) / span, 1e-12)
-    lh = log_horizon(ratio)
-    inside = xq <= x_last
-    center = np.where(inside, np.interp(xq, x, z), last)
-    trend = 0.0
-    x_prev = float(x[-2]) if len(x) >= 2 else x0
-    if len(z) >= 2 and x_prev - origin > 0:  # latest slope per unit log x
-        trend = (last - float(z[-2])) / max(np.log((x_last - origin) / (x_prev - origin)), 1e-12)
-    trend *= FALLBACK_TREND if trend < 0 else FALLBACK_TREND_WORSE
-    # without a trend, the typical direction of travel is "better": shift the centre a little that way
-    shift = np.where(trend != 0.0, trend * lh, -0.05 * base * lh)
-    center = center + shift
-    sd = base * np.where(inside, 0.25, np.minimum(FALLBACK_SD_BASE * (0.5 + lh), 2.0)) + FALLBACK_SD_SHIFT * np.abs(shift)
-    std_normal = special.ndtri((np.arange(N_FALLBACK_SAMPLES) + 0.5) / N_FALLBACK_SAMPLES)[:, None]
-    z_samples = _anneal(q, center[None] + sd[None] * std_normal, np.random.default_rng(0))
-    z_samples = with_wide_component(z_samples, last, base, ratio)
-    y = curve.goal.sign * z_samples
-    marg = _from_samples(xq, y).clip(curve.lower_bound, curve.upper_bound)
-    if curve.diverged:
-        warnings = warnings + [f"run diverged at x={curve.diverged_at:g}"]
-    return EngineForecast(
-        marginals=_finite(marg, float(curve.y[-1])), engine="analytic", warnings=tuple(warnings), details={"fallback": 1.0}
-    )

@@ -1,7 +1,9 @@
 """LearnedEngine: batched curve extrapolation with the exported PFN through onnxruntime.
 
-Per query: normalise the observed prefix (``normalization``), reduce long curves to a bounded
-context that keeps the tail, run the model for the queried positions, turn the bar distribution
+Per query: normalise the observed prefix (``normalization``; curves of tiny or huge magnitude are
+first rescaled by a power of two, ``..magnitude``), reduce long curves to a bounded context that keeps
+the tail, run the model at a fixed set of anchor positions (they depend on the curve and its plan,
+never on the queried x, so an x's answer does not depend on the other x asked), turn the bar distribution
 (half-normal tails) into the shared quantile grid and map it back to the caller's units, clipped to
 the metric's known bounds. Queries sorted by context length are split into padded groups by a small
 cost model (``plan_groups``), and each group's quantiles are computed in one numpy pass; a failure
@@ -24,13 +26,16 @@ from ...domain.curve import ForecastQuery, Goal, XKind
 from ...domain.distribution import LEVELS, Marginals, count_le_rows
 from ...domain.errors import EngineUnavailable
 from ..base import EngineForecast, EngineInfo
+from ..magnitude import Rescaled, rescale
 from . import normalization as nz
 from .runtime import OnnxRuntime
 
 MAX_CONTEXT = 96  # the model was trained on 1..99 context points
 TAIL_KEEP = 32  # newest points always kept verbatim when a long curve is reduced
 MAX_BATCH = 64
-ANCHORS = 24  # a query with more positions runs the model at this many and interpolates the rest
+ANCHORS = 30  # the model runs at this many fixed positions after the context and interpolates between them
+ANCHOR_CANDIDATES = 256  # fixed candidate positions the anchors are picked from; anchors >= this: run exactly
+ANCHOR_EXTENSION = 4.0  # anchors reach 4x the budget (the service's decision grid does); beyond: run exactly
 SUMMARY_ROWS = 2048  # query rows turned into quantiles per numpy pass (about 50 MB of float64 temporaries)
 CARD_NAME = "model-card.json"
 HALF_NORMAL_MEDIAN = 0.6744897501960817
@@ -93,7 +98,8 @@ def bar_mean(probs: np.ndarray, borders: np.ndarray) -> np.ndarray:
     s_lo, s_hi = _tail_scales(borders)
     centers[0] = borders[1] - s_lo * _SQRT_2_OVER_PI
     centers[-1] = borders[-2] + s_hi * _SQRT_2_OVER_PI
-    return probs @ centers
+    # a row-wise sum, not a matrix-vector product: BLAS may round a row differently with the row count
+    return (probs * centers).sum(axis=-1)
 
 
 # ---- query preparation ----------------------------------------------------------------------------
@@ -101,7 +107,7 @@ def bar_mean(probs: np.ndarray, borders: np.ndarray) -> np.ndarray:
 class Prepared:
     ctx_x: np.ndarray  # (n, F)
     ctx_z: np.ndarray  # (n,)
-    qry_x: np.ndarray  # (k, F): the positions the model is run at (all asked ones, or the anchors)
+    qry_x: np.ndarray  # (k, F): the positions the model is run at (the anchors and any asked x outside them)
     transform: nz.ValueTransform
     warnings: tuple[str, ...]
     fill: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (lo, hi, w) per asked x, see expand
@@ -127,6 +133,19 @@ def choose_anchors(feats: np.ndarray, k: int = ANCHORS) -> np.ndarray | None:
         return order[:1]
     picks = np.searchsorted(path, np.linspace(0.0, path[-1], k))
     return order[np.unique(np.clip(picks, 0, len(t) - 1))]
+
+
+def anchor_positions(t_start: float, t_end: float, grid, k: int = ANCHORS) -> np.ndarray:
+    """At most ``k`` sorted model positions in [t_start, t_end] (the last context position up to
+    ANCHOR_EXTENSION x the budget), picked by ``choose_anchors`` from a fixed candidate grid that is
+    denser just after the context; the budget (t = 1) is always one. They depend only on the context's
+    end and the schedule, never on the queried positions."""
+    cand = t_start + (t_end - t_start) * np.linspace(0.0, 1.0, ANCHOR_CANDIDATES) ** 2
+    if t_start < 1.0 < t_end:
+        cand = np.union1d(cand, [1.0])
+    rows = choose_anchors(nz.features_at(cand, grid), max(k - 1, 2))
+    picked = cand if rows is None else cand[rows]
+    return np.union1d(picked, [1.0] if t_start <= 1.0 <= t_end else [])
 
 
 def _fill_weights(t: np.ndarray, anchor_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -183,7 +202,9 @@ def _schedule_grid(q: ForecastQuery, budget: float):
 def prepare(q: ForecastQuery, log_positions_for_samples: bool = False, anchors: int = ANCHORS) -> Prepared:
     """Model inputs for one query; ``log_positions_for_samples`` uses log1p(x)/log1p(budget) positions
     for sample-wise curves (XKind.SAMPLES) instead of x/budget (off by default: the ruler decides).
-    With more than ``anchors`` asked positions the model runs only at anchors (``choose_anchors``)."""
+    The model runs at ``anchors`` fixed positions (``anchor_positions``) and at any asked position
+    outside their range; ``anchors >= ANCHOR_CANDIDATES`` runs it at every asked position instead.
+    Without a budget (none in the run or its schedule) the farthest asked x stands for it."""
     c = q.curve
     if len(c.x) == 0:
         raise ValueError("the curve has no observed points")
@@ -210,15 +231,19 @@ def prepare(q: ForecastQuery, log_positions_for_samples: bool = False, anchors: 
     z = np.clip(transform.forward(y), nz.Z_MIN, nz.Z_MAX)
     if c.diverged:
         warnings.append("the run diverged; the forecast assumes it continues from its last finite value")
-    qry_x = nz.features_at(t_qry, grid)
-    rows = choose_anchors(qry_x, anchors)
     fill = None
-    if rows is not None:
-        # the budget decides stop/continue (P(beat incumbent) is read there): never interpolate it
-        at_budget = np.flatnonzero(np.asarray(q.x_query, dtype=np.float64) == q.horizon)
-        rows = np.union1d(rows, at_budget)
-        fill = _fill_weights(t_qry, t_qry[rows])
-        qry_x = qry_x[rows]
+    if anchors >= ANCHOR_CANDIDATES:  # exact: every asked position is run
+        qry_x = nz.features_at(t_qry, grid)
+    else:
+        t_end = float(nz.positions(np.array([ANCHOR_EXTENSION * budget]), budget, log_pos)[0])
+        t_anchor = anchor_positions(float(t_ctx[-1]), t_end, grid, anchors)
+        inside = (t_qry >= t_anchor[0]) & (t_qry <= t_anchor[-1])
+        extra = np.unique(t_qry[~inside])  # before the context's end or far beyond the budget: run exactly
+        lo, hi, w = _fill_weights(t_qry, t_anchor)
+        own = len(t_anchor) + np.searchsorted(extra, t_qry)
+        lo, hi, w = np.where(inside, lo, own), np.where(inside, hi, own), np.where(inside, w, 0.0)
+        fill = (lo, hi, w)
+        qry_x = nz.features_at(np.concatenate([t_anchor, extra]), grid)
     return Prepared(nz.features_at(t_ctx, grid), z, qry_x, transform, tuple(warnings), fill)
 
 
@@ -348,9 +373,12 @@ class LearnedEngine:
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
         results: list[EngineForecast | Exception | None] = [None] * len(queries)
         prepared: dict[int, Prepared] = {}
+        scaled: dict[int, Rescaled] = {}
         for i, q in enumerate(queries):
             try:
-                prepared[i] = prepare(q, self.log_positions_for_samples, self.anchors)
+                with np.errstate(all="ignore"):
+                    scaled[i] = rescale(q)  # tiny or huge magnitudes are normalised like ordinary ones
+                prepared[i] = prepare(scaled[i].query, self.log_positions_for_samples, self.anchors)
             except Exception as exc:  # noqa: BLE001 - reported for this query only
                 results[i] = exc
         order = sorted(prepared, key=lambda i: (len(prepared[i].ctx_z), len(prepared[i].qry_x)))
@@ -365,7 +393,8 @@ class LearnedEngine:
                 continue
             for i, (zq, zm) in zip(group, summaries):
                 try:
-                    results[i] = self._finish(queries[i], prepared[i], zq, zm)
+                    with np.errstate(all="ignore"):
+                        results[i] = scaled[i].restore(self._finish(scaled[i].query, prepared[i], zq, zm))
                 except Exception as exc:  # noqa: BLE001
                     results[i] = exc
         return [r if r is not None else RuntimeError("no result") for r in results]
