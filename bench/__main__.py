@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cache import DEFAULT_CACHE_DIR
 from .data import LOADERS, default_data_dir
 from .engines import DEFAULT_ENGINES
 from .pipeline import BenchConfig, log, run_bench
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--no-speed", action="store_true")
     r.add_argument("--load-results", type=Path, default=None, help="JSON of server-under-load figures to include")
+    r.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where the slow baselines' answers are cached, per code and data version (default docs/bench/tmp/baseline_cache, git-ignored)")
+    r.add_argument("--no-cache", action="store_true", help="recompute the slow baselines (their cache is neither read nor written)")
     return p
 
 
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(
         quick=args.quick, data=data, curves=args.curves, out=args.out, engines=args.engines, sources=args.sources,
         mode=args.mode, server=args.server, seed=args.seed, split=args.split, cap=args.cap, model=args.model, device=args.device, plots=not args.no_plots,
-        speed=not args.no_speed, load_results=args.load_results, command="python -m bench " + " ".join(shlex.quote(a) for a in argv),
+        speed=not args.no_speed, load_results=args.load_results, cache_dir=None if args.no_cache else args.cache_dir, command="python -m bench " + " ".join(shlex.quote(a) for a in argv),
     )
     t0 = time.perf_counter()
     results, examples, engine_examples = run_bench(cfg)

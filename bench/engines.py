@@ -21,13 +21,17 @@ from curvecast.domain.curve import ForecastQuery
 from curvecast.domain.distribution import LEVELS, Marginals
 from curvecast.engines.base import Engine, EngineForecast, EngineInfo
 
-from .baselines import BestFamilyEngine, LastValueEngine
+from .baselines import BestOfFamiliesEngine, LastValueEngine, Pow3LSEngine, RobustPow3Engine
+from .cache import DEFAULT_CACHE_DIR, CachedEngine
+from .empirical import EmpiricalSpreadEngine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "service" / "curvecast" / "models"
-BASELINES = ("last_value", "best_family")
+BASELINES = ("last_value", "empirical_spread", "pow3_ls", "pow3_robust", "best_of_families")
+SLOW_BASELINES = ("pow3_robust", "best_of_families")  # answers cached per code and data version
+CALIBRATION_BAR = "empirical_spread"
 CURVECAST_ENGINES = ("analytic", "learned", "ensemble")
-DEFAULT_ENGINES = ("analytic", "learned", "ensemble", "last_value", "best_family")
+DEFAULT_ENGINES = ("analytic", "learned", "ensemble") + BASELINES
 ENSEMBLE_WEIGHTS: tuple[tuple[str, float], ...] = DataPlaneSettings().ensemble_weights  # the server's own default
 E2E_QUANTILES: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995)
 
@@ -48,8 +52,14 @@ DEVICE_PROVIDERS = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionPro
 def _load_inprocess(name: str, model_path: Path | None, device: str = "cpu") -> Engine:
     if name == "last_value":
         return LastValueEngine()
-    if name == "best_family":
-        return BestFamilyEngine()
+    if name == "empirical_spread":
+        return EmpiricalSpreadEngine()
+    if name == "pow3_ls":
+        return Pow3LSEngine()
+    if name == "pow3_robust":
+        return RobustPow3Engine()
+    if name == "best_of_families":
+        return BestOfFamiliesEngine()
     if name == "analytic":
         from curvecast.engines.analytic.engine import AnalyticEngine
 
@@ -206,8 +216,11 @@ def _q_lookup(quantiles: Any, level: float) -> float:
     raise KeyError(f"quantile {level} missing from the server's answer")
 
 
-def resolve_engines(names: Sequence[str], mode: str = "inprocess", server: str | None = None, model_path: Path | None = None, device: str = "cpu") -> tuple[list[tuple[str, Engine]], dict[str, str], dict[str, float]]:
-    """Load the requested engines; returns ([(label, engine)], {skipped label: reason}, {label: load seconds})."""
+def resolve_engines(names: Sequence[str], mode: str = "inprocess", server: str | None = None, model_path: Path | None = None, device: str = "cpu", cache_dir: Path | None = DEFAULT_CACHE_DIR) -> tuple[list[tuple[str, Engine]], dict[str, str], dict[str, float]]:
+    """Load the requested engines; returns ([(label, engine)], {skipped label: reason}, {label: load seconds}).
+
+    Slow baselines are wrapped in ``CachedEngine`` unless ``cache_dir`` is None.
+    """
     engines: list[tuple[str, Engine]] = []
     skipped: dict[str, str] = {}
     load_s: dict[str, float] = {}
@@ -229,6 +242,8 @@ def resolve_engines(names: Sequence[str], mode: str = "inprocess", server: str |
                 eng = EnsembleEngine([(get(n), w) for n, w in ENSEMBLE_WEIGHTS])
             else:
                 eng = get(name)
+                if name in SLOW_BASELINES and cache_dir is not None:
+                    eng = CachedEngine(eng, cache_dir)
         except Exception as e:  # noqa: BLE001 - a missing engine is reported, not fatal
             skipped[name] = f"{type(e).__name__}: {e}"
             continue

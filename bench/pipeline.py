@@ -14,7 +14,10 @@ import numpy as np
 
 from .data import LOADERS, CurveRecord, SourceLoad, load_source, load_table, synthetic_curves
 from .data.synthetic import lcpfn_prior_curves
-from .engines import E2E_QUANTILES, resolve_engines
+from curvecast.dataplane import DataPlaneSettings
+
+from .cache import DEFAULT_CACHE_DIR
+from .engines import BASELINES, CALIBRATION_BAR, DEFAULT_ENGINES, E2E_QUANTILES, SLOW_BASELINES, resolve_engines
 from .metrics import PIT_LEVELS, TaskScore, aggregate, event_reliability, event_stats, pit_reliability
 from .runner import EngineRun, run_engine
 from .speed import machine_info, measure_speed
@@ -33,7 +36,7 @@ class BenchConfig:
     data: Path | None = None
     curves: list[Path] = field(default_factory=list)
     out: Path = Path("docs/bench/latest")
-    engines: tuple[str, ...] = ("analytic", "learned", "last_value", "best_family")
+    engines: tuple[str, ...] = DEFAULT_ENGINES
     sources: tuple[str, ...] | None = None  # None: synthetic in quick mode, then every real source
     mode: str = "inprocess"
     server: str | None = None
@@ -47,6 +50,7 @@ class BenchConfig:
     load_results: Path | None = None
     cutoffs: tuple[float, ...] = CUTOFFS
     command: str = ""
+    cache_dir: Path | None = DEFAULT_CACHE_DIR  # slow baselines' answers (None: no cache)
 
     @property
     def effective_cap(self) -> int:
@@ -169,9 +173,13 @@ def run_bench(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[Task]], 
     tasks = make_tasks(records, cfg.cutoffs)
     sources_run = [s.name for s in loads if any(t.source == s.name for t in tasks)]
     log(f"{len(records)} curves -> {len(tasks)} tasks over {len(sources_run)} sources")
-    engines, skipped, load_s = resolve_engines(cfg.engines, cfg.mode, cfg.server, cfg.model, cfg.device)
+    engines, skipped, load_s = resolve_engines(cfg.engines, cfg.mode, cfg.server, cfg.model, cfg.device, cfg.cache_dir)
     for name, why in skipped.items():
         log(f"engine {name} skipped: {why}")
+    for _, eng in engines:  # baselines that learn from the other curves of a source (leave-one-out inside)
+        prep = getattr(eng, "prepare", None)
+        if prep is not None:
+            prep(records, tasks)
     examples = pick_examples(tasks, sources_run)
     example_keys = {t.key for ts in examples.values() for t in ts}
     runs: list[EngineRun] = []
@@ -185,7 +193,8 @@ def run_bench(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[Task]], 
         except Exception as e:  # noqa: BLE001
             info[label] = f"info() failed: {e}"
         n_fail = sum(1 for s in run.scores if s.error is not None)
-        log(f"engine {label}: {len(tasks)} tasks in {time.perf_counter() - t0:.1f}s, {n_fail} failed")
+        cached = f" (cache: {eng.stats.hits} hits, {eng.stats.misses} computed)" if hasattr(eng, "stats") else ""
+        log(f"engine {label}: {len(tasks)} tasks in {time.perf_counter() - t0:.1f}s, {n_fail} failed{cached}")
         runs.append(run)
     groups, macro, reliability = _groups(runs, sources_run, cfg.cutoffs)
     quality_s = time.perf_counter() - t_start
@@ -196,7 +205,9 @@ def run_bench(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[Task]], 
         speed_tasks = [t for t in tasks if t.cutoff == 0.4] or tasks
         speed["n_single"] = n_single
         for label, eng in engines:
-            speed["engines"][label] = measure_speed(eng, speed_tasks, n_single, batch_sizes)
+            inner = getattr(eng, "inner", eng)  # time the engine itself, never its cache
+            slow = label in SLOW_BASELINES
+            speed["engines"][label] = measure_speed(inner, speed_tasks, min(n_single, 10) if slow else n_single, batch_sizes[:1] if slow else batch_sizes, repeats=1 if slow else 2)
             log(f"speed {label}: p50 {speed['engines'][label].get('latency_p50_ms', float('nan')):.2f} ms")
     load = None
     load_path = cfg.load_results or (DEFAULT_LOAD_RESULTS if DEFAULT_LOAD_RESULTS.exists() else None)
@@ -239,7 +250,8 @@ def run_bench(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[Task]], 
         ],
         "speed": speed,
         "load": load,
-        "timing": {"total_s": quality_s, "engine_wall_s": {r.label: r.wall_s for r in runs}, "engine_load_s": load_s},
+        "timing": {"total_s": quality_s, "engine_wall_s": {r.label: r.wall_s for r in runs}, "engine_load_s": load_s, "baseline_cost": {label: eng.stats.as_dict() for label, eng in engines if hasattr(eng, "stats")}},
+        "baselines": {"names": [b for b in BASELINES if b in [r.label for r in runs]], "calibration_bar": CALIBRATION_BAR, "default_engine": DataPlaneSettings().default_engine},
     }
     try:  # scaling-law section (bench/scaling.py is owned by another helper): optional hook
         from . import scaling  # type: ignore[attr-defined]

@@ -67,17 +67,58 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 
 
 # ---- tables -----------------------------------------------------------------------------------------
+BASELINE_NAMES = ("last_value", "empirical_spread", "pow3_ls", "pow3_robust", "best_of_families", "best_family")
+RATIO_METRIC = "final_rel_err_median"
+
+
+def baselines_of(results: dict[str, Any]) -> list[str]:
+    """The baselines that ran (from the results, else by name)."""
+    ran = results["engines"]["ran"]
+    names = results.get("baselines", {}).get("names") or [b for b in BASELINE_NAMES if b in ran]
+    return [b for b in names if b in ran]
+
+
+def best_of(metrics: dict[str, dict[str, float]], candidates: list[str], metric: str) -> tuple[str | None, float | None]:
+    """The candidate with the best finite ``metric`` (ties: the first listed)."""
+    vals = [(e, metrics.get(e, {}).get(metric)) for e in candidates]
+    vals = [(e, v) for e, v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None
+    pick = max if HIGHER_IS_BETTER.get(metric, False) else min
+    return pick(vals, key=lambda ev: ev[1])
+
+
+def _ratio(v: float | None, best: float | None) -> float | None:
+    if v is None or best is None or not math.isfinite(v) or not math.isfinite(best):
+        return None
+    return v / best if best > 0 else (1.0 if v == best else math.inf)
+
+
+def macro_best_baselines(results: dict[str, Any]) -> dict[str, tuple[str | None, float | None]]:
+    """Per cutoff ('0.1', ...): the baseline with the lowest macro median final error."""
+    bls = baselines_of(results)
+    out = {}
+    for c in results["config"]["cutoffs"]:
+        per = {e: results["macro"].get(e, {}).get(f"{c:g}", {}) for e in bls}
+        out[f"{c:g}"] = best_of(per, bls, RATIO_METRIC)
+    return out
+
+
 def headline_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     cutoffs = results["config"]["cutoffs"]
+    best = macro_best_baselines(results)
     header = ["engine"]
     for m in HEADLINE_METRICS:
         header += [f"{METRIC_TITLES[m]} @{int(c * 100)}%" for c in cutoffs]
+    header += [f"err ÷ best baseline @{int(c * 100)}%" for c in cutoffs]
     header += ["LL norm median (all)", "overconfident misses", "cover90 (all)", "ECE (all)", "failed"]
     rows = []
+    bls = set(baselines_of(results))
     for eng in results["engines"]["ran"]:
-        row: list[Any] = [eng]
+        row: list[Any] = [eng if eng in bls else f"**{eng}**"]
         for m in HEADLINE_METRICS:
             row += [results["macro"].get(eng, {}).get(f"{c:g}", {}).get(m) for c in cutoffs]
+        row += [_ratio(results["macro"].get(eng, {}).get(f"{c:g}", {}).get(RATIO_METRIC), best[f"{c:g}"][1]) for c in cutoffs]
         tot = results["macro"].get(eng, {}).get("all", {})
         row += [tot.get("ll_norm_median"), int(tot.get("n_overconfident", 0)), tot.get("cover90"), tot.get("ece"), f"{int(tot.get('n_failed', 0))}/{int(tot.get('n_tasks', 0))}"]
         rows.append(row)
@@ -86,18 +127,98 @@ def headline_rows(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 def headline_markdown(results: dict[str, Any]) -> str:
     header, rows = headline_rows(results)
+    best = macro_best_baselines(results)
+    note = ""
+    if any(b for b, _ in best.values()):
+        note = "\n\nBest baseline by macro median final error (the ÷ columns divide by it): " + ", ".join(
+            f"@{int(float(c) * 100)}% {b} ({fmt(v)})" for c, (b, v) in best.items() if b) + ". Curvecast engines in bold."
+    return _table(header, rows) + note
+
+
+def compare_to_baselines(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per source x cutoff: the best baseline by median final error and by LL, and each engine's standing."""
+    bls = baselines_of(results)
+    by: dict[tuple[str, float], dict[str, dict[str, float]]] = {}
+    for g in results["groups"]:
+        by.setdefault((g["source"], g["cutoff"]), {})[g["engine"]] = g["metrics"]
+    out = []
+    for src in results["sources_run"]:
+        for c in results["config"]["cutoffs"]:
+            per = by.get((src, c))
+            if not per:
+                continue
+            b_err, v_err = best_of(per, bls, RATIO_METRIC)
+            b_ll, v_ll = best_of(per, bls, "ll_norm")
+            engines = {}
+            for e, m in per.items():
+                ll = m.get("ll_norm")
+                engines[e] = {
+                    "err_ratio": _ratio(m.get(RATIO_METRIC), v_err),
+                    "ll_minus_best": (ll - v_ll) if ll is not None and v_ll is not None and math.isfinite(ll) else None,
+                    "cover90": m.get("cover90"),
+                }
+            out.append({"source": src, "cutoff": c, "best_baseline": b_err, "best_err": v_err, "best_ll_baseline": b_ll, "best_ll": v_ll, "engines": engines})
+    return out
+
+
+def vs_baselines_markdown(results: dict[str, Any]) -> str:
+    """Curvecast's engines against the best baseline at every source and cutoff."""
+    comp = results.get("vs_baselines") or compare_to_baselines(results)
+    bls = baselines_of(results)
+    mine = [e for e in results["engines"]["ran"] if e not in bls]
+    bar = results.get("baselines", {}).get("calibration_bar", "empirical_spread")
+    if not comp or not bls:
+        return "Not evaluated: needs at least one baseline in the run."
+    header = ["source", "cutoff", "best baseline (final err)", "its final err"] + [f"{e} err ÷ best" for e in mine]
+    header += [f"{e} cover90" for e in mine] + ([f"{bar} cover90"] if bar in bls else [])
+    rows = []
+    for r in comp:
+        row: list[Any] = [r["source"], f"{int(r['cutoff'] * 100)}%", r["best_baseline"] or "–", r["best_err"]]
+        row += [r["engines"].get(e, {}).get("err_ratio") for e in mine]
+        row += [r["engines"].get(e, {}).get("cover90") for e in mine]
+        if bar in bls:
+            row.append(r["engines"].get(bar, {}).get("cover90"))
+        rows.append(row)
     return _table(header, rows)
 
 
-def source_table(results: dict[str, Any], source: str) -> str:
-    header = ["engine", "cutoff", "tasks", "failed", "LL", "LL norm", "CRPS/range", "final abs err", "final rel err med", "final rel err mean", "cov50", "cov80", "cov90", "ECE", "STT err (n)"]
+def default_engine_markdown(results: dict[str, Any]) -> str:
+    """The server's default engine per source: median final error ÷ the best baseline's, and cover90
+    next to the calibration bar's, at every cutoff."""
+    eng = results.get("baselines", {}).get("default_engine", "analytic")
+    bar = results.get("baselines", {}).get("calibration_bar", "empirical_spread")
+    comp = results.get("vs_baselines") or compare_to_baselines(results)
+    if eng not in results["engines"]["ran"] or not comp:
+        return ""
+    cutoffs = results["config"]["cutoffs"]
+    by = {(r["source"], r["cutoff"]): r for r in comp}
+    header = ["source"] + [f"{eng} err ÷ best @{int(c * 100)}% (best)" for c in cutoffs] + [f"cover90 {eng} / {bar} @{int(c * 100)}%" for c in cutoffs]
     rows = []
-    for g in results["groups"]:
-        if g["source"] != source:
-            continue
+    for src in results["sources_run"]:
+        row: list[Any] = [src]
+        for c in cutoffs:
+            r = by.get((src, c))
+            row.append("–" if r is None else f"{fmt(r['engines'].get(eng, {}).get('err_ratio'))} ({r['best_baseline']})")
+        for c in cutoffs:
+            r = by.get((src, c))
+            row.append("–" if r is None else f"{fmt(r['engines'].get(eng, {}).get('cover90'), 2)} / {fmt(r['engines'].get(bar, {}).get('cover90'), 2)}")
+        rows.append(row)
+    return f"Default engine (`{eng}`) per source: median final error ÷ the best baseline's there (which one in brackets; < 1 = Curvecast better), and 90% coverage next to `{bar}`'s:\n\n" + _table(header, rows)
+
+
+def source_table(results: dict[str, Any], source: str) -> str:
+    header = ["cutoff", "engine", "tasks", "failed", "LL", "LL norm", "LL − best BL", "CRPS/range", "final abs err", "final rel err med", "err ÷ best BL", "final rel err mean", "cov50", "cov80", "cov90", "ECE", "STT err (n)"]
+    comp = {r["cutoff"]: r for r in (results.get("vs_baselines") or compare_to_baselines(results)) if r["source"] == source}
+    order = {e: i for i, e in enumerate(results["engines"]["ran"])}
+    groups = sorted((g for g in results["groups"] if g["source"] == source), key=lambda g: (g["cutoff"], order.get(g["engine"], 99)))
+    bls = set(baselines_of(results))
+    rows = []
+    for g in groups:
         a = g["metrics"]
+        stand = comp.get(g["cutoff"], {}).get("engines", {}).get(g["engine"], {})
         stt = f"{fmt(a.get('stt_err_median'))} ({int(a.get('stt_n', 0))})" if a.get("stt_n") else "–"
-        rows.append([g["engine"], f"{int(g['cutoff'] * 100)}%", int(a["n_tasks"]), int(a["n_failed"]), a.get("ll"), a.get("ll_norm"), a.get("crps_norm"), a.get("final_abs_err_median"), a.get("final_rel_err_median"), a.get("final_rel_err_mean"), a.get("cover50"), a.get("cover80"), a.get("cover90"), a.get("ece"), stt])
+        name = g["engine"] if g["engine"] in bls else f"**{g['engine']}**"
+        rows.append([f"{int(g['cutoff'] * 100)}%", name, int(a["n_tasks"]), int(a["n_failed"]), a.get("ll"), a.get("ll_norm"), stand.get("ll_minus_best"), a.get("crps_norm"), a.get("final_abs_err_median"), a.get("final_rel_err_median"), stand.get("err_ratio"), a.get("final_rel_err_mean"), a.get("cover50"), a.get("cover80"), a.get("cover90"), a.get("ece"), stt])
     return _table(header, rows)
 
 
@@ -157,8 +278,17 @@ def speed_markdown(results: dict[str, Any]) -> str:
     header = ["engine", "p50 ms/curve", "p99 ms/curve", "single curves/s"] + [f"batch {k[5:].split('_')[0]} curves/s" for k in keys]
     rows = [[e, v.get("latency_p50_ms"), v.get("latency_p99_ms"), v.get("single_throughput_per_s")] + [v.get(k) for k in keys] for e, v in sp["engines"].items()]
     where = "In-process" if results["config"]["mode"] == "inprocess" else "Curvecast engines through the server (one sequential SDK client; baselines in-process)"
-    text = f"{where}, `os.cpu_count()` = {mach['cpu_count']} ({mach['processor']}, Python {mach['python']}); latency over {int(sp.get('n_single', 0))} single-curve calls, throughput best of 2 batched calls.\n\n"
+    text = f"{where}, `os.cpu_count()` = {mach['cpu_count']} ({mach['processor']}, Python {mach['python']}); latency over {int(sp.get('n_single', 0))} single-curve calls, throughput best of 2 batched calls (the slow baselines `pow3_robust` and `best_of_families`: 10 single calls and one batch of 16, timed without their cache).\n\n"
     return text + _table(header, rows)
+
+
+def cost_markdown(results: dict[str, Any]) -> str:
+    """What the slow baselines cost per task (measured when computed, carried by their cache)."""
+    cost = results.get("timing", {}).get("baseline_cost", {})
+    if not cost:
+        return "Baseline cost: no cached baseline in this run."
+    rows = [[e, v.get("compute_ms_per_task"), v.get("compute_s"), int(v.get("hits", 0)), int(v.get("misses", 0))] for e, v in cost.items()]
+    return "Cost of the slow baselines (benchmark only; never on the serving path). Compute time is what the engine took when it computed each answer, including answers served from the cache:\n\n" + _table(["baseline", "compute ms/task", "compute s (all tasks)", "cache hits", "computed now"], rows)
 
 
 TARGET_RIVALS = ("analytic", "last_value")
@@ -390,6 +520,18 @@ def render_markdown(results: dict[str, Any], plots: dict[str, Any]) -> str:
         "|median forecast - truth| / |truth| of the last point. cover90 should be 0.90; ECE 0 is perfect.\n\n"
         + headline_markdown(results)
     )
+    parts.append(
+        "## Curvecast against the baselines (issue 16)\n\n"
+        "Per source and cutoff: the baseline with the lowest median final-value error, each Curvecast engine's error "
+        "divided by it (< 1: Curvecast is better), and 90% coverage next to the calibration bar (`empirical_spread`: "
+        "the last value with the moves the source's other curves made from the same relative position, leaving the "
+        "curve's task/dataset out). Baselines: `last_value` (random-walk spread), `empirical_spread`, `pow3_ls` "
+        "(plain least squares, Gaussian noise; the old `best_family`), `pow3_robust` (soft-L1, residual bootstrap) and "
+        "`best_of_families` (pow3, pow4, exp4, Janoschek = WBL4, log-power = MMF4, chosen on the prefix's last 20%).\n\n"
+        + vs_baselines_markdown(results)
+        + "\n\n" + default_engine_markdown(results)
+        + "\n\n" + cost_markdown(results)
+    )
     parts.append("## Learned-engine targets on real curves (issue 5)\n\n" + targets_markdown(results))
     parts.append("## Who wins where\n\nCells: engine(s) best at the most cutoffs (count / cutoffs compared).\n\n" + wins_markdown(results))
     if plots.get("vs_cutoff"):
@@ -425,6 +567,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, Any]) -> str:
 def write_report(results: dict[str, Any], example_tasks: dict[str, list[Any]], engine_examples: dict[str, dict[str, Any]], out: Path, make_plots: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     results["wins"] = compute_wins(results)
+    results["vs_baselines"] = compare_to_baselines(results)
     plots: dict[str, Any] = {}
     if make_plots:
         plots["fans"] = plot_fans(example_tasks, engine_examples, out)
@@ -436,7 +579,7 @@ def write_report(results: dict[str, Any], example_tasks: dict[str, list[Any]], e
     cfg = results["config"]
     (out / "headline.md").write_text(
         f"Headline of the ruler ({cfg['mode']}, {cfg['date']}, `{cfg['command']}`; macro average over "
-        f"{len(results['sources_run'])} sources; full report: report.md):\n\n" + headline_markdown(results) + "\n"
+        f"{len(results['sources_run'])} sources; full report: report.md):\n\n" + headline_markdown(results) + "\n\n" + default_engine_markdown(results) + "\n"
     )
     tasks = results.pop("tasks", [])
     if tasks:  # per-task scores: a compressed table beside the figures

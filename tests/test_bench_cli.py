@@ -18,7 +18,7 @@ from curvecast.engines.base import EngineForecast, EngineInfo
 
 def _run(tmp_path, name: str, seed: int = 0) -> dict:
     out = tmp_path / name
-    rc = main(["run", "--quick", "--no-data", "--engines", "last_value,best_family,no_such_engine", "--out", str(out), "--seed", str(seed), "--no-plots"])
+    rc = main(["run", "--quick", "--no-data", "--engines", "last_value,empirical_spread,pow3_ls,no_such_engine", "--out", str(out), "--seed", str(seed), "--no-plots", "--no-cache"])
     assert rc == 0
     assert (out / "report.md").exists()
     return json.loads((out / "results.json").read_text())
@@ -28,7 +28,7 @@ def test_quick_run_writes_report_and_is_deterministic(tmp_path):
     a = _run(tmp_path, "a")
     b = _run(tmp_path, "b")
     c = _run(tmp_path, "c", seed=1)
-    assert a["engines"]["ran"] == ["last_value", "best_family"]
+    assert a["engines"]["ran"] == ["last_value", "empirical_spread", "pow3_ls"]
     assert "no_such_engine" in a["engines"]["skipped"]
     assert a["sources_run"] == ["synthetic"] and a["config"]["mode"] == "inprocess"
     assert a["groups"] == b["groups"] and a["events"] == b["events"]
@@ -77,12 +77,12 @@ def test_runner_isolates_failures():
 
 
 def test_learned_targets_section_and_ensemble(tmp_path, monkeypatch):
-    """With a stand-in for the learned engine (best_family), the issue-5 target table and the ensemble appear."""
+    """With a stand-in for the learned engine (pow3_ls), the issue-5 target table and the ensemble appear."""
     import bench.engines as be
-    from bench.baselines import BestFamilyEngine
+    from bench.baselines import Pow3LSEngine
 
     real = be._load_inprocess
-    monkeypatch.setattr(be, "_load_inprocess", lambda name, *a: BestFamilyEngine() if name == "learned" else real(name, *a))
+    monkeypatch.setattr(be, "_load_inprocess", lambda name, *a: Pow3LSEngine() if name == "learned" else real(name, *a))
     out = tmp_path / "t"
     assert main(["run", "--quick", "--no-data", "--engines", "learned,ensemble,last_value", "--out", str(out), "--no-plots", "--no-speed"]) == 0
     res = json.loads((out / "results.json").read_text())

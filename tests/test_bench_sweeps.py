@@ -193,4 +193,116 @@ def test_end_to_end_on_a_table(tmp_path):
     assert data["tune_tasks"] == ["sweeps/task0"]
     assert set(data["summary"]["sweeps"]) >= {"none", "median", "lcpfn_rule", "curvecast"}
     assert payload["results"]["sweeps/task1"]["methods"]["none"]["compute"] > 0
-    assert "| sweeps | curvecast |" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "| sweeps | curvecast |" in readme
+    assert "Targets (issue 13):" in readme and "| curvecast_aggressive |" in readme
+    assert {"beat_incumbent", "beat_incumbent_last", "target_within_budget"} <= set(data["calibration"])
+    assert set(data["presets"]) == {"safe", "balanced", "aggressive"}
+    for m in ("percentile", "wilcoxon", "curvecast_safe", "curvecast_aggressive"):
+        assert m in data["summary"]["sweeps"]
+
+
+def test_module_split_keeps_the_public_names():
+    """bench/sweeps.py was split into data, simulation, policies and report modules; the old names stay."""
+    from bench import sweep_data, sweep_policies, sweep_report, sweep_sim
+
+    assert S.SweepTask is sweep_data.SweepTask and S.simulate is sweep_sim.simulate
+    assert S.CurvecastPolicy is sweep_policies.CurvecastPolicy and S.render_markdown is sweep_report.render_markdown
+
+
+def test_best_killed_saving_and_excess_regret():
+    """Killing the order's best run (run 0) is counted, and costs regret; the oracle LC-PFN rule kills none."""
+    task = _task()
+    orders = [np.array([3, 0, 5, 7, 2, 9])]
+
+    class KillRunZero(S.Method):
+        name = "kill0"
+
+        def run(self, task, run, incumbent):
+            return 3 if run.run_id == "0" else run.n_points
+
+    base = S.simulate(task, S.Method(), orders)
+    killed = S.simulate(task, KillRunZero(), orders)
+    assert killed[0].best_killed and not base[0].best_killed
+    rule = S.simulate(task, S.LcpfnRule(S.ForecastCache(OracleEngine(task))), orders)
+    assert not rule[0].best_killed
+    s = S.score_task({"none": base, "kill0": killed, "rule": rule}, 6)
+    assert s["kill0"].best_killed == 1.0 and s["kill0"].excess_regret > 0
+    assert s["kill0"].saving == pytest.approx(base[0].compute[-1] / killed[0].compute[-1])
+    assert s["rule"].excess_regret == pytest.approx(0.0) and s["rule"].saving > 1.5
+
+
+def test_all_optuna_pruners_are_real_and_named():
+    optuna = pytest.importorskip("optuna")
+    names = [m.name for m in S.optuna_methods()]
+    assert names == ["median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patience"]
+    task = _task(n_runs=20)
+    order = [np.concatenate([np.arange(10), np.arange(10, 20)])]  # good runs first: later bad ones are prunable
+    for m in S.optuna_methods():
+        m.new_order(task, 0)
+        assert isinstance(m.study.pruner, optuna.pruners.BasePruner)
+        tr = S.simulate(task, m, order)
+        assert tr[0].compute[-1] <= 20.0 + 1e-9
+
+
+def test_presets_from_the_service_drive_the_benchmark_policy():
+    from curvecast.decisions.presets import PRESETS
+
+    knobs = S.preset_knobs()
+    assert set(knobs) == {"safe", "balanced", "aggressive"}
+    for name, k in knobs.items():
+        assert k.min_prob_beat_incumbent == PRESETS[name].min_prob_beat_incumbent
+        assert k.stop_policy().compute_weight == PRESETS[name].compute_weight
+    # safer presets never stop more: on an oracle sweep their compute is at least the aggressive one's
+    task = _task()
+    cache = S.ForecastCache(OracleEngine(task, std=0.05))
+    orders = S.orders_for(task, 4, 8, seed=0)
+    comp = {n: np.mean([t.compute[-1] for t in S.simulate(task, S.CurvecastPolicy(cache, k), orders)])
+            for n, k in knobs.items()}
+    assert comp["safe"] >= comp["balanced"] - 1e-9 >= comp["aggressive"] - 2e-9
+
+
+def test_select_presets_respects_the_limits():
+    task = _task(n_runs=12)
+    cache = S.ForecastCache(OracleEngine(task, std=0.05))
+    cfg = S.Config(runs=8, tune_orders=4)
+    chosen, history = S.select_presets([task], cache, cfg, S.IDENTITY, log=lambda s: None)
+    assert len(history) == len(S.PRESET_GRID) and set(chosen) == set(S.PRESET_LIMITS)
+    for name, (max_ex, max_kill) in S.PRESET_LIMITS.items():
+        row = next(h for h in history if h["knobs"] == S.asdict(chosen[name]))
+        ok = all(v["excess_regret"] <= max_ex and v["best_killed"] <= max_kill for v in row["per_source"].values())
+        assert ok or row is history[0]
+
+
+def test_calibration_samples_score_both_meanings_of_result():
+    """Best checkpoint: outcome = the run's best beats the incumbent; last value: its last value beats the
+    best last value of the others. An overfitting sweep makes the two differ."""
+    rng = np.random.default_rng(3)
+    x = np.arange(1.0, 21)
+    runs = []
+    for i in range(12):
+        y = 0.3 + 0.05 * i + 1.0 / x + 0.02 * np.maximum(x - 10, 0) * (i % 2) + 0.001 * rng.standard_normal(20)
+        runs.append(S._make_run(str(i), x, y, XKind.STEP, 3))
+    task = S.SweepTask("synthetic", "overfit", Goal.MINIMIZE, XKind.STEP, 20.0, tuple(runs))
+    cs = S.calibration_samples(task, S.ForecastCache(OracleEngine(task, std=0.01)), 12, 0)
+    assert len(cs.p_beat) > 5 and len(cs.p_beat_last) > 5
+    assert all(0.0 <= p <= 1.0 for p in cs.p_beat + cs.p_beat_last)
+    # an oracle is sharp: its probabilities agree with what happened
+    for p, y in ((cs.p_beat, cs.y_beat), (cs.p_beat_last, cs.y_beat_last)):
+        assert np.mean(np.abs(np.asarray(p) - np.asarray(y))) < 0.1
+
+
+def test_choose_presets_safe_per_source_others_on_the_mean():
+    def h(p, sav, ex_a, ex_b, k_a, k_b):
+        return {"knobs": S.asdict(S.PolicyKnobs(min_prob_beat_incumbent=p, min_points=2)), "gmean_saving": sav,
+                "per_source": {"a": {"excess_regret": ex_a, "best_killed": k_a, "saving": sav},
+                               "b": {"excess_regret": ex_b, "best_killed": k_b, "saving": sav}}}
+
+    history = [h(0.001, 1.2, 0.0, 0.0, 0.0, 0.0),
+               h(0.01, 2.0, 0.0, 0.008, 0.0, 0.08),   # one source over the balanced limits, the mean within
+               h(0.05, 4.0, 0.01, 0.02, 0.1, 0.3),    # mean excess 0.015, killed 0.2: aggressive only
+               h(0.2, 8.0, 0.05, 0.05, 0.5, 0.5)]     # over every limit
+    chosen = S.choose_presets(history)
+    assert chosen["safe"].min_prob_beat_incumbent == 0.001
+    assert chosen["balanced"].min_prob_beat_incumbent == 0.01
+    assert chosen["aggressive"].min_prob_beat_incumbent == 0.05

@@ -36,7 +36,7 @@ def test_unpromising_when_far_from_incumbent():
     assert r.p_beat_incumbent < StopPolicy().min_prob_beat_incumbent
     assert r.threshold == pytest.approx(StopPolicy().min_prob_beat_incumbent)
     assert r.steps_saved == pytest.approx(60.0)
-    assert "P(beats incumbent" in r.reason
+    assert "beats incumbent 1)" in r.reason
 
 
 def test_continue_when_likely_to_win():
@@ -171,14 +171,17 @@ def test_outputs_finite_without_forecast():
     assert np.isfinite([r.expected_improvement, r.expected_relative_improvement, r.steps_saved]).all()
 
 
-def test_leader_past_its_best_stops_as_converged_only_with_checkpoints():
-    q = _query([2.0, 0.9, 0.95, 0.97], incumbent=1.0, policy=StopPolicy(min_relative_improvement=0.0))
+def test_leader_past_its_best_is_stopped_as_converged_only_when_asked():
+    q = _query([2.0, 0.9, 0.95, 0.97], incumbent=1.0)
     final, grid = _forecast(q, 1.1, std=0.02)  # overfitting: expected to get worse
     r = decide(q, final, grid)
-    assert r.p_beat_incumbent == 1.0 and r.p_improve_own_best < 0.05
-    assert r.action is Action.STOP_CONVERGED and "best so far" in r.reason
-    r2 = decide(q, final, grid, checkpoint_best=False)
-    assert r2.action is Action.CONTINUE and r2.p_improve_own_best is None
+    assert r.p_beat_incumbent == 1.0 and r.p_improve_own_best < 0.05 and r.leads
+    assert r.action is Action.CONTINUE and "leads" in r.reason  # never kill the leader unasked
+    qa = _query([2.0, 0.9, 0.95, 0.97], incumbent=1.0, policy=StopPolicy(min_relative_improvement=1e-3))
+    r = decide(qa, final, grid)
+    assert r.action is Action.STOP_CONVERGED and "best so far 0.9" in r.reason
+    r2 = decide(qa, final, grid, checkpoint_best=False)  # last value 0.97 still leads; its result is at the budget
+    assert r2.result == "last_value" and r2.p_beat_incumbent < 0.05
 
 
 def test_leader_still_improving_continues():

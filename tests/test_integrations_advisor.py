@@ -119,3 +119,22 @@ def test_run_tracker_replaces_repeated_steps_and_logs_the_stop_once(server, capl
         assert tracker.decide() and tracker.decide()
     assert tracker.stopped_by is not None and tracker.stopped_by.action == "stop_diverged"
     assert sum("stopping training" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_presets_reach_the_service_as_policy_fields(server):
+    """A preset travels as its StopPolicy fields; the recommendation's threshold is the preset's bar."""
+    from curvecast_client.integrations.presets import PRESETS
+
+    for name in ("safe", "aggressive"):
+        advisor = Advisor(server.address, timeout=5, preset=name)
+        assert advisor.policy == PRESETS[name]
+        advice = advisor.advise(range(1, 7), HEALTHY, total_steps=60, incumbent=0.01)
+        assert advice.answered
+        frac_left = (60 - 6) / 60
+        expected = max(PRESETS[name]["min_prob_beat_incumbent"], PRESETS[name]["compute_weight"] * frac_left)
+        assert advice.recommendation.threshold == pytest.approx(expected)
+    over = Advisor(server.address, preset="safe", policy={"min_points": 4}, keep_best_checkpoint=False)
+    assert over.policy["min_points"] == 4 and over.policy["keep_best_checkpoint"] is False
+    assert over.policy["min_prob_beat_incumbent"] == PRESETS["safe"]["min_prob_beat_incumbent"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        Advisor(server.address, preset="reckless")

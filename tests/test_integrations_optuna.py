@@ -140,3 +140,13 @@ def test_slow_service_falls_back_within_the_deadline():
 
 def test_default_fallback_is_median_pruner():
     assert isinstance(CurvecastPruner("127.0.0.1:1").fallback, MedianPruner)
+
+
+def test_preset_and_result_meaning_reach_the_advisor_policy():
+    """An Optuna objective usually returns its last value: keep_best_checkpoint=False says so."""
+    from curvecast_client.integrations.presets import PRESETS
+
+    pruner = CurvecastPruner("127.0.0.1:1", preset="aggressive", keep_best_checkpoint=False,
+                             policy={"min_points": 4})
+    assert pruner.advisor.policy == {**PRESETS["aggressive"], "min_points": 4, "keep_best_checkpoint": False}
+    assert CurvecastPruner("127.0.0.1:1").advisor.policy == {}  # server defaults

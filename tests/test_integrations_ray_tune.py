@@ -101,3 +101,11 @@ def test_stopper_stops_bad_trials_and_keeps_good_ones(server):
     assert set(stopped_at) == {0.7, 0.8}
     assert max(stopped_at.values()) < ITERS // 2
     assert not stopper.stop_all()
+
+
+def test_scheduler_and_stopper_take_a_preset():
+    from curvecast_client.integrations.presets import PRESETS
+
+    sched = CurvecastScheduler("127.0.0.1:1", metric="loss", mode="min", preset="safe")
+    stopper = CurvecastStopper("127.0.0.1:1", metric="loss", mode="min", preset="aggressive")
+    assert sched.advisor.policy == PRESETS["safe"] and stopper.advisor.policy == PRESETS["aggressive"]

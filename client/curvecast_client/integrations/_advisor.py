@@ -20,6 +20,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 from .._channel import Security
 from .._client import Client
 from .._types import CurvecastError, Recommendation
+from .presets import resolve_policy
 
 log = logging.getLogger("curvecast_client.integrations")
 
@@ -80,7 +81,9 @@ class Advisor:
 
     ``client`` is a :class:`curvecast_client.Client` or an address ("host:port"). ``stop_on`` are the actions
     that count as "stop" for this caller (default: all four stop actions). ``forecast_kwargs`` are passed to
-    every :meth:`Client.forecast` call (e.g. ``engine``, ``cost_per_step``, ``labels``).
+    every :meth:`Client.forecast` call (e.g. ``engine``, ``cost_per_step``, ``labels``). ``preset``
+    ("safe", "balanced", "aggressive"; see :mod:`.presets`) fills the policy, ``policy`` overrides single
+    fields, and ``keep_best_checkpoint`` says whether a run's result is its best value or its last.
     """
 
     def __init__(
@@ -96,6 +99,8 @@ class Advisor:
         forecast_kwargs: Mapping[str, Any] | None = None,
         security: Security | None = None,
         logger: logging.Logger | None = None,
+        preset: str | None = None,
+        keep_best_checkpoint: bool | None = None,
     ) -> None:
         stop_on = STOP_ACTIONS if stop_on is None else frozenset(stop_on)
         unknown = set(stop_on) - STOP_ACTIONS
@@ -106,7 +111,7 @@ class Advisor:
         self.timeout = float(timeout)
         self.cooldown_s = float(cooldown_s)
         self.stop_on = frozenset(stop_on)
-        self.policy = dict(policy or {})
+        self.policy = resolve_policy(preset, policy, keep_best_checkpoint)
         self.x_kind = x_kind
         self.max_points = int(max_points)
         self.forecast_kwargs = dict(forecast_kwargs or {})

@@ -38,7 +38,10 @@ class CurvecastPruner(BasePruner):
     ``total_steps``: the step a finished trial reaches (in the units of ``trial.report(value, step)``);
     ``None`` uses the largest last step of the study's completed trials, if any. ``target``: a value a trial
     should reach (enables compute-to-target). ``policy``: StopPolicy overrides, e.g.
-    ``{"min_prob_beat_incumbent": 0.1, "min_points": 5}``. ``timeout``: deadline per call in seconds.
+    ``{"min_prob_beat_incumbent": 0.1, "min_points": 5}``, applied over ``preset`` ("safe", "balanced",
+    "aggressive"). ``keep_best_checkpoint``: False when the objective returns the trial's last value
+    (the usual Optuna objective), so P(beats the study's best) is about that value, not the trial's best
+    report; None leaves the server default (best checkpoint). ``timeout``: deadline per call in seconds.
     """
 
     def __init__(
@@ -54,9 +57,12 @@ class CurvecastPruner(BasePruner):
         x_kind: str = "step",
         forecast_kwargs: Mapping[str, Any] | None = None,
         cooldown_s: float = 10.0,
+        preset: str | None = None,
+        keep_best_checkpoint: bool | None = None,
     ) -> None:
         self._advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=prune_on, policy=policy,
-                                x_kind=x_kind, forecast_kwargs=forecast_kwargs,
+                                x_kind=x_kind, forecast_kwargs=forecast_kwargs, preset=preset,
+                                keep_best_checkpoint=keep_best_checkpoint,
                                 logger=optuna.logging.get_logger("optuna.pruners.curvecast"))
         self._fallback = fallback if fallback is not None else MedianPruner()
         self._total_steps = total_steps

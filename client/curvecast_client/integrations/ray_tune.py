@@ -79,7 +79,7 @@ class CurvecastScheduler(FIFOScheduler):
     ``time_attr``: the result field used as the curve's x (default ``training_iteration``). ``total_steps``:
     its value when a trial finishes; ``None`` takes ``RunConfig(stop={time_attr: n})`` when that is given.
     ``stop_on``: the Curvecast actions that stop a trial (default: all stop actions). ``policy``: StopPolicy
-    overrides. The incumbent is the best value reported by any ended trial (Curvecast's P(beats incumbent)
+    overrides over ``preset`` ("safe", "balanced", "aggressive"). The incumbent is the best value reported by any ended trial (Curvecast's P(beats incumbent)
     is about a run's best value within its budget); trials still running never count.
     """
 
@@ -98,6 +98,7 @@ class CurvecastScheduler(FIFOScheduler):
         cooldown_s: float = 10.0,
         x_kind: str = "step",
         forecast_kwargs: Mapping[str, Any] | None = None,
+        preset: str | None = None,
     ) -> None:
         super().__init__()
         if mode is not None:
@@ -105,7 +106,7 @@ class CurvecastScheduler(FIFOScheduler):
         self._metric = metric
         self._mode = mode
         advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=stop_on, policy=policy,
-                          x_kind=x_kind, forecast_kwargs=forecast_kwargs)
+                          x_kind=x_kind, forecast_kwargs=forecast_kwargs, preset=preset)
         self._book = _Book(advisor, time_attr, total_steps, target)
         self._num_stopped = 0
 
@@ -180,11 +181,12 @@ class CurvecastStopper(Stopper):
         cooldown_s: float = 10.0,
         x_kind: str = "step",
         forecast_kwargs: Mapping[str, Any] | None = None,
+        preset: str | None = None,
     ) -> None:
         self.metric = metric
         self.goal = normalize_goal(mode)
         advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=stop_on, policy=policy,
-                          x_kind=x_kind, forecast_kwargs=forecast_kwargs)
+                          x_kind=x_kind, forecast_kwargs=forecast_kwargs, preset=preset)
         self._book = _Book(advisor, time_attr, total_steps, target)
 
     @property

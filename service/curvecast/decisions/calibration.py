@@ -233,7 +233,8 @@ def _parsed_recalibrations(path: str, mtime_ns: int) -> dict[str, dict[str, Reca
 
 
 def recalibration_for(engine: str, event: str, path: Path = RECALIBRATION_PATH) -> Recalibration:
-    """The stored map for ``engine`` and ``event`` ("beat_incumbent" or "target_within_budget")."""
+    """The stored map for ``engine`` and ``event``: "beat_incumbent" (result = best checkpoint),
+    "beat_incumbent_last" (result = value at the budget) or "target_within_budget"; identity if none."""
     return load_recalibrations(path).get(engine, {}).get(event, IDENTITY)
 
 
