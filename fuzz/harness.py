@@ -235,7 +235,12 @@ class Pipeline:
                 self.stats.scaling_refused += 1
                 return "refused"
             raise EngineFinding("scaling_error", f"{type(exc).__name__}: {exc}")
-        resp = converters.scaling_response(fit, at, budgets, req.request_id, notes)
+        try:  # e.g. a compute-optimal split asked of a fit whose exponents came out zero
+            resp = converters.scaling_response(fit, at, budgets, req.request_id, notes)
+        except InvalidRequest as exc:
+            check_rejection(exc, SCALING_FIELDS)
+            self.stats.scaling_rejected += 1
+            return "rejected"
         for name, v in _wire_floats(resp):
             _require(math.isfinite(v) and abs(v) < OVERFLOW, f"scaling wire field {name} = {v}")
         _require(len(resp.predictions) == len(at), "one scaling prediction per predict_at")

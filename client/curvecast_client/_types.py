@@ -103,6 +103,16 @@ class Forecast:
     request_id: str
     best_observed: float
 
+    def plot(self, ax: Any = None, *, x: Any = None, y: Any = None, budget: float | None = None,
+             target: float | None = None, incumbent: float | None = None, **kwargs: Any) -> Any:
+        """Draw this forecast as a fan chart on a matplotlib axis (a new one if None) and return the axis.
+
+        Pass the observed curve as ``x``/``y``; see ``curvecast_client.plot.draw_forecast``. Needs matplotlib."""
+        from .plot import draw_forecast, require_matplotlib
+
+        require_matplotlib()
+        return draw_forecast(self, ax, x=x, y=y, budget=budget, target=target, incumbent=incumbent, **kwargs)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; quantile keys become strings like "0.05"."""
 

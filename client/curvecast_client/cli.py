@@ -1,12 +1,16 @@
-"""The ``curvecast`` command line: forecast a curve, fit a scaling law, check health, show server info."""
+"""The ``curvecast`` command line: forecast a curve, fit a scaling law, check health, show server info,
+and write a sweep report.
+
+Exit codes: 0 ok, 1 the server refused the call or could not be reached (or is not SERVING), 2 bad local
+input (flags, files, curves)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
+import socket
+import ssl
 import sys
 from typing import Any, Sequence
 
@@ -14,13 +18,19 @@ from ._channel import Security
 from ._client import Client
 from ._convert import Schedule, check_request_id
 from ._types import CurvecastError, Forecast, InvalidArgument, ScalingFit
+from .readers import Curve, ReaderError, csv_column, csv_rows, parse_curve_text
 
-EXIT_USAGE = 2
+EXIT_OK = 0
 EXIT_RPC = 1
+EXIT_USAGE = 2
+
+HEALTH_SERVICES = ("", "curvecast.v1.Curvecast", "curvecast.engine.learned", "curvecast.engine.analytic")
+POLICY_FLAGS = ("min_prob_beat_incumbent", "min_relative_improvement", "min_points", "min_fraction_observed",
+                "compute_weight", "keep_best_checkpoint")
 
 
 class InputError(ValueError):
-    pass
+    """Bad local input (exit code 2)."""
 
 
 def _read_text(path: str | None) -> str:
@@ -30,46 +40,10 @@ def _read_text(path: str | None) -> str:
         return f.read()
 
 
-def _rows(text: str) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text.strip()))
-    if reader.fieldnames is None:
-        raise InputError("empty CSV input")
-    reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
-    return [row for row in reader if any((v or "").strip() for v in row.values())]
-
-
-def _column(rows: list[dict[str, str]], names: Sequence[str], required: bool = True) -> list[float] | None:
-    for name in names:
-        if rows and name in rows[0]:
-            try:
-                return [float(r[name]) for r in rows]
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"column '{name}' has a value that is not a number: {exc}") from None
-    if required:
-        raise InputError(f"missing column: one of {', '.join(names)}")
-    return None
-
-
 def parse_curve(text: str) -> tuple[list[float], list[float], list[float] | None]:
     """A curve from CSV (``step,value[,lr]``) or JSON (``{"x": [...], "y": [...]}``, or a list of pairs)."""
-    stripped = text.strip()
-    if not stripped:
-        raise InputError("no curve given: pass a CSV/JSON file or pipe one on stdin")
-    if stripped[0] in "[{":
-        data = json.loads(stripped)
-        if isinstance(data, list):
-            return [float(p[0]) for p in data], [float(p[1]) for p in data], None
-        x = data.get("x", data.get("step", data.get("steps")))
-        y = data.get("y", data.get("value", data.get("values")))
-        if x is None or y is None:
-            raise InputError('JSON curve needs keys "x" and "y" (or "step" and "value")')
-        return [float(v) for v in x], [float(v) for v in y], data.get("lr")
-    rows = _rows(stripped)
-    x = _column(rows, ("step", "x", "epoch", "samples", "tokens"))
-    y = _column(rows, ("value", "y", "loss", "accuracy", "metric"))
-    lr = _column(rows, ("lr",), required=False)
-    assert x is not None and y is not None
-    return x, y, lr
+    c = parse_curve_text(text)
+    return c.x, c.y, c.lr
 
 
 def _security(args: argparse.Namespace) -> Security:
@@ -85,15 +59,29 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.6g}"
 
 
-def print_forecast(f: Forecast) -> None:
+def _pick_rows(n: int, rows: int | None) -> list[int]:
+    """Indices of ``rows`` of ``n`` predictions, evenly spaced and always ending at the last one."""
+    if rows is None or rows >= n:
+        return list(range(n))
+    if rows <= 0:
+        return []
+    if rows == 1:
+        return [n - 1]
+    return sorted({round(i * (n - 1) / (rows - 1)) for i in range(rows)})
+
+
+def print_forecast(f: Forecast, rows: int | None = None) -> None:
     levels = sorted(f.final.quantiles)
     head = ["x", "mean"] + [f"q{lv:g}" for lv in levels]
-    rows = [[_fmt(p.x), _fmt(p.mean)] + [_fmt(p.quantiles[lv]) for lv in levels] for p in f.predictions]
-    rows.append(["final " + _fmt(f.final.x), _fmt(f.final.mean)] + [_fmt(f.final.quantiles[lv]) for lv in levels])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    preds = [f.predictions[i] for i in _pick_rows(len(f.predictions), rows)]
+    table = [[_fmt(p.x), _fmt(p.mean)] + [_fmt(p.quantiles[lv]) for lv in levels] for p in preds]
+    table.append(["final " + _fmt(f.final.x), _fmt(f.final.mean)] + [_fmt(f.final.quantiles[lv]) for lv in levels])
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
     print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-    for r in rows:
+    for r in table:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    if rows is not None and rows < len(f.predictions):
+        print(f"({len(preds)} of {len(f.predictions)} predictions shown; --json prints all)")
     r = f.recommendation
     print(f"\nrecommendation: {r.action} ({r.reason})")
     if f.compute_to_target is not None:
@@ -105,47 +93,139 @@ def print_forecast(f: Forecast) -> None:
         print(f"warning: {w}")
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
-    check_request_id(args.request_id, "--request-id")
-    x, y, lr = parse_curve(_read_text(args.file))
-    schedule = None
+def _floats_arg(text: str | None, flag: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(q) for q in text.split(",") if q.strip()]
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
+def _labels(items: Sequence[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--label takes KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _policy(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in POLICY_FLAGS if getattr(args, name) is not None}
+
+
+def _schedule(args: argparse.Namespace) -> Schedule | None:
+    if args.schedule and args.schedule_shape:
+        raise InputError("give either --schedule (an explicit CSV) or --schedule-shape, not both")
     if args.schedule:
-        srows = _rows(_read_text(args.schedule))
-        schedule = Schedule.explicit(_column(srows, ("step", "x")) or [], _column(srows, ("lr",)) or [])
-    quantiles = [float(q) for q in args.quantiles.split(",")] if args.quantiles else None
-    query_x = [float(q) for q in args.query_x.split(",")] if args.query_x else None
+        srows = csv_rows(_read_text(args.schedule))
+        return Schedule.explicit(csv_column(srows, ("step", "x")) or [], csv_column(srows, ("lr",)) or [])
+    if args.schedule_shape:
+        return Schedule(shape=args.schedule_shape, peak_lr=args.peak_lr or 0.0, final_lr=args.final_lr or 0.0,
+                        warmup_steps=args.warmup_steps or 0.0, decay_start=args.decay_start or 0.0,
+                        step_gamma=args.step_gamma or 0.0, step_interval=args.step_interval or 0.0)
+    given = [f for f in ("peak_lr", "final_lr", "warmup_steps", "decay_start", "step_gamma", "step_interval")
+             if getattr(args, f) is not None]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')} needs --schedule-shape")
+    return None
+
+
+def load_curve(args: argparse.Namespace) -> Curve:
+    """The curve named by the forecast flags: a file/stdin, ``--tensorboard DIR --tag TAG`` or ``--mlflow URI``."""
+    sources = [s for s in ("tensorboard", "mlflow") if getattr(args, s)]
+    if len(sources) > 1 or (sources and args.file):
+        raise InputError("give one curve source: a file (or stdin), --tensorboard or --mlflow")
+    if args.tensorboard:
+        if not args.tag:
+            raise InputError("--tensorboard needs --tag (the scalar to forecast, e.g. val/loss)")
+        from .readers import read_tensorboard
+
+        return read_tensorboard(args.tensorboard, args.tag, run=args.run)
+    if args.mlflow:
+        if not args.mlflow_key:
+            raise InputError("--mlflow needs --metric-key (the metric to forecast)")
+        if not (args.run_id or args.experiment):
+            raise InputError("--mlflow needs --run-id, or --experiment (and optionally --run-name)")
+        from .readers import read_mlflow
+
+        return read_mlflow(args.mlflow, args.mlflow_key, run_id=args.run_id, experiment=args.experiment,
+                           run_name=args.run_name)
+    for flag in ("tag", "run", "mlflow_key", "run_id", "experiment", "run_name"):
+        if getattr(args, flag):
+            name = "metric-key" if flag == "mlflow_key" else flag.replace("_", "-")
+            raise InputError(f"--{name} needs --tensorboard or --mlflow")
+    return parse_curve_text(_read_text(args.file))
+
+
+def forecast_kwargs(args: argparse.Namespace, curve: Curve) -> dict[str, Any]:
+    """Client.forecast keyword arguments from the forecast flags (every ForecastRequest field has one)."""
+    check_request_id(args.request_id, "--request-id")
+    if args.rows is not None and args.rows < 0:
+        raise InputError("--rows must be >= 0")
+    return dict(goal=args.goal, x_kind=args.x_kind, metric=args.metric or curve.metric,
+                total_steps=args.total_steps, target=args.target, incumbent=args.incumbent,
+                lower_bound=args.lower_bound, upper_bound=args.upper_bound, lr=curve.lr,
+                schedule=_schedule(args), quantiles=_floats_arg(args.quantiles, "--quantiles"),
+                query_x=_floats_arg(args.query_x, "--query-x"), engine=args.engine or "",
+                model_params=args.model_params, tokens_per_step=args.tokens_per_step,
+                flops_per_step=args.flops_per_step, cost_per_step=args.cost_per_step,
+                labels=_labels(args.label), policy=_policy(args), request_id=args.request_id)
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    curve = load_curve(args)
+    kwargs = forecast_kwargs(args, curve)
+    if args.plot:
+        from .plot import require_matplotlib
+
+        require_matplotlib()
     with _client(args) as client:
-        f = client.forecast(x, y, goal=args.goal, x_kind=args.x_kind, total_steps=args.total_steps,
-                            target=args.target, incumbent=args.incumbent, lr=lr, schedule=schedule,
-                            quantiles=quantiles, query_x=query_x, engine=args.engine,
-                            cost_per_step=args.cost_per_step, flops_per_step=args.flops_per_step,
-                            request_id=args.request_id)
+        f = client.forecast(curve.x, curve.y, **kwargs)
+    if args.plot:
+        from .plot import save_fan_chart
+
+        save_fan_chart(f, curve.x, curve.y, args.plot, budget=args.total_steps, target=args.target,
+                       incumbent=args.incumbent, goal=args.goal, metric=kwargs["metric"], x_kind=args.x_kind,
+                       title=curve.name if curve.name != "curve" else None)
     if args.json:
         print(json.dumps(f.to_dict()))
     else:
-        print_forecast(f)
-    return 0
+        print_forecast(f, rows=args.rows)
+        if args.plot:
+            print(f"fan chart written to {args.plot}")
+    return EXIT_OK
 
 
 def parse_scaling(text: str) -> list[dict[str, Any]]:
-    rows = _rows(text)
-    n = _column(rows, ("n", "n_params", "params"))
-    d = _column(rows, ("d", "tokens", "d_tokens"))
-    loss = _column(rows, ("loss",))
+    rows = csv_rows(text)
+    n = csv_column(rows, ("n", "n_params", "params"))
+    d = csv_column(rows, ("d", "tokens", "d_tokens"))
+    loss = csv_column(rows, ("loss",))
     assert n is not None and d is not None and loss is not None
     run_col = next((c for c in ("run_id", "run", "model") if rows and c in rows[0]), None)
-    flops = _column(rows, ("flops", "c"), required=False)
+    flops = csv_column(rows, ("flops", "c"), required=False)
     return [{"n_params": n[i], "tokens": d[i], "loss": loss[i],
              "run_id": rows[i][run_col] if run_col else "", "flops": flops[i] if flops else None}
             for i in range(len(rows))]
 
 
+def _interval(lo: float, hi: float, value: float, fmt: str) -> str:
+    if lo == hi == value or (lo == hi and lo == 0):
+        return "(no interval)"
+    return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
 def print_scaling(fit: ScalingFit) -> None:
     print(f"{fit.form} fit on {fit.n_points} points / {fit.n_runs} runs, log-loss RMSE {fit.residual_rmse:.4g}")
     for p in fit.parameters.values():
-        print(f"  {p.name:>8} = {p.value:.6g}   95% [{p.lower95:.6g}, {p.upper95:.6g}]")
+        iv = _interval(p.lower95, p.upper95, p.value, ".6g")
+        print(f"  {p.name:>8} = {p.value:.6g}   " + (iv if iv.startswith("(") else "95% " + iv))
     for p in fit.predictions:
-        print(f"  L(N={p['n_params']:.4g}, D={p['tokens']:.4g}) = {p['loss']:.5g} [{p['lower95']:.5g}, {p['upper95']:.5g}]")
+        print(f"  L(N={p['n_params']:.4g}, D={p['tokens']:.4g}) = {p['loss']:.5g} "
+              + _interval(p["lower95"], p["upper95"], p["loss"], ".5g"))
     for c in fit.compute_optimal:
         print(f"  C={c['flops']:.4g}: N_opt={c['n_params']:.4g}, D_opt={c['tokens']:.4g}, loss={c['loss']:.5g}")
     for w in fit.warnings:
@@ -156,22 +236,37 @@ def cmd_fit_scaling(args: argparse.Namespace) -> int:
     points = parse_scaling(_read_text(args.file))
     predict_at = []
     for item in args.predict or []:
-        n, d = item.split(",")
-        predict_at.append((float(n), float(d)))
+        try:
+            n, d = item.split(",")
+            predict_at.append((float(n), float(d)))
+        except ValueError:
+            raise InputError(f"--predict takes N,D (two numbers), got {item!r}") from None
+    try:
+        budgets = [float(b) for b in args.budget or []]
+    except ValueError:
+        raise InputError(f"--budget takes a number of FLOPs, got {args.budget!r}") from None
     with _client(args) as client:
-        fit = client.fit_scaling_law(points, form=args.form, predict_at=predict_at,
-                                     compute_budgets=[float(b) for b in args.budget or []], bootstrap=args.bootstrap)
-    print(json.dumps(fit.to_dict()) if args.json else "", end="\n" if args.json else "")
-    if not args.json:
+        fit = client.fit_scaling_law(points, form=args.form, predict_at=predict_at, compute_budgets=budgets,
+                                     bootstrap=args.bootstrap)
+    if args.json:
+        print(json.dumps(fit.to_dict()))
+    else:
         print_scaling(fit)
-    return 0
+    return EXIT_OK
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        status = client.health(args.service)
+        try:
+            status = client.health(args.service)
+        except CurvecastError as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+            known = ", ".join(repr(s) if s else "'' (the whole server)" for s in HEALTH_SERVICES)
+            raise CurvecastError("NOT_FOUND", f"the server reports no health for service {args.service!r}; "
+                                 f"known services: {known}") from None
     print(json.dumps({"status": status}) if args.json else status)
-    return 0 if status == "SERVING" else 1
+    return EXIT_OK if status == "SERVING" else EXIT_RPC
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -186,72 +281,259 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {e.name:<9} {e.version:<24} {e.provider:<24} {state} {e.detail}")
         print(f"limits: {info.max_curve_points} curve points, {info.max_query_points} query points, "
               f"{info.max_batch_requests} runs per batch")
-    return 0
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import readers
+    from .report import build_report
+
+    sources = [s for s in ("tensorboard", "csv_dir", "mlflow") if getattr(args, s)]
+    if len(sources) != 1:
+        raise InputError("give exactly one sweep source: --tensorboard DIR, --csv-dir DIR or --mlflow URI")
+    if args.tensorboard:
+        if not args.tag:
+            raise InputError("--tensorboard needs --tag (the scalar to compare, e.g. val/loss)")
+        runs = readers.tensorboard_runs(args.tensorboard, args.tag)
+        source = f"TensorBoard {args.tensorboard} tag {args.tag}"
+    elif args.csv_dir:
+        runs = readers.csv_folder_runs(args.csv_dir)
+        source = f"CSV folder {args.csv_dir}"
+    else:
+        if not (args.experiment and args.mlflow_key):
+            raise InputError("--mlflow needs --experiment and --metric-key")
+        runs = readers.mlflow_runs(args.mlflow, args.experiment, args.mlflow_key)
+        source = f"MLflow {args.mlflow} experiment {args.experiment} metric {args.mlflow_key}"
+    from .plot import require_matplotlib
+
+    require_matplotlib()
+    with _client(args) as client:
+        report = build_report(runs, client, goal=args.goal, total_steps=args.total_steps, engine=args.engine or "",
+                              cost_per_step=args.cost_per_step, x_kind=args.x_kind, source=source)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(report.html)
+    if args.json:
+        print(json.dumps(report.summary))
+    else:
+        print(report.text)
+        print(f"report written to {args.out}")
+    return EXIT_OK
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=110)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", default=os.environ.get("CURVECAST_SERVER", "localhost:50051"),
+                        help="HOST:PORT, or several comma-separated (env CURVECAST_SERVER; default %(default)s)")
+    common.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds (default %(default)s)")
+    common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    common.add_argument("--tls", action="store_true", help="use TLS (system roots unless --ca)")
+    common.add_argument("--ca", metavar="PEM", help="CA certificate (PEM) to verify the server, with --tls")
+    common.add_argument("--cert", metavar="PEM", help="client certificate (PEM) for mutual TLS")
+    common.add_argument("--key", metavar="PEM", dest="key", help="client private key (PEM) for mutual TLS")
+    common.add_argument("--token", help="bearer token (env CURVECAST_TOKEN)")
+    return common
+
+
+def _curve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--goal", choices=("minimize", "maximize"), default="minimize",
+                   help="whether lower (minimize, e.g. a loss) or higher (maximize, e.g. accuracy) is better "
+                        "(default %(default)s)")
+    p.add_argument("--x-kind", choices=("step", "epoch", "samples", "tokens"), default="step",
+                   help="unit of the curve's x axis (default %(default)s)")
+    p.add_argument("--total-steps", type=float, metavar="X",
+                   help="planned end of the run (the budget), in x units")
+    p.add_argument("--engine", choices=("ensemble", "learned", "analytic"), default=None, metavar="ENGINE",
+                   help="engine to answer: ensemble, learned or analytic (default: the server's choice)")
+    p.add_argument("--cost-per-step", type=float, metavar="COST",
+                   help="cost of one x unit (e.g. GPU-seconds), to report cost to target and cost saved")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--server", default=os.environ.get("CURVECAST_SERVER", "localhost:50051"),
-                        help="HOST:PORT, or several comma-separated (env CURVECAST_SERVER)")
-    common.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
-    common.add_argument("--json", action="store_true", help="print one JSON object")
-    common.add_argument("--tls", action="store_true", help="use TLS (system roots unless --ca)")
-    common.add_argument("--ca", help="CA certificate (PEM) of the server")
-    common.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
-    common.add_argument("--key", help="client private key (PEM) for mutual TLS")
-    common.add_argument("--token", help="bearer token (env CURVECAST_TOKEN)")
-    parser = argparse.ArgumentParser(prog="curvecast", description="Curvecast client.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = _common()
+    parser = argparse.ArgumentParser(prog="curvecast", description="Curvecast client. Exit codes: 0 ok, 1 the "
+                                     "server refused or was unreachable, 2 bad local input.", formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    f = sub.add_parser("forecast", parents=[common], help="forecast a curve from CSV/JSON (file or stdin)")
-    f.add_argument("file", nargs="?", help="CSV with columns step,value[,lr], or JSON; default stdin")
-    f.add_argument("--goal", choices=("minimize", "maximize"), default="minimize")
-    f.add_argument("--x-kind", choices=("step", "epoch", "samples", "tokens"), default="step")
-    f.add_argument("--total-steps", type=float, help="planned end of the run (budget), in x units")
-    f.add_argument("--target", type=float, help="value to reach")
-    f.add_argument("--incumbent", type=float, help="best final value among sibling runs")
-    f.add_argument("--schedule", help="CSV step,lr: the planned learning rate, including future steps")
-    f.add_argument("--quantiles", help="comma-separated levels, e.g. 0.1,0.5,0.9")
-    f.add_argument("--query-x", help="comma-separated x to predict at (default: up to the budget)")
-    f.add_argument("--engine", default="", choices=("", "ensemble", "learned", "analytic"))
-    f.add_argument("--cost-per-step", type=float)
-    f.add_argument("--flops-per-step", type=float)
-    f.add_argument("--request-id", default="")
+    f = sub.add_parser("forecast", parents=[common], formatter_class=_Formatter,
+                       help="forecast a curve from CSV/JSON (file or stdin), TensorBoard or MLflow",
+                       description="Forecast one run's curve: quantiles ahead, compute-to-target, stop recommendation.")
+    src = f.add_argument_group("curve source (one of: FILE / stdin, --tensorboard, --mlflow)")
+    src.add_argument("file", nargs="?", help="CSV with columns step,value[,lr], or JSON {\"x\": [...], \"y\": [...]}; "
+                     "default stdin")
+    src.add_argument("--tensorboard", metavar="DIR", help="TensorBoard log folder (or event file) to read the curve from")
+    src.add_argument("--tag", help="with --tensorboard: the scalar tag to forecast, e.g. val/loss")
+    src.add_argument("--run", help="with --tensorboard: which run folder (relative to DIR) when DIR holds several")
+    src.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI (e.g. sqlite:///mlflow.db, file:./mlruns, "
+                     "http://host:5000) to read the curve from")
+    src.add_argument("--run-id", help="with --mlflow: the run's id")
+    src.add_argument("--experiment", help="with --mlflow: the experiment's name or id (its latest run unless --run-name)")
+    src.add_argument("--run-name", help="with --mlflow --experiment: the run's name")
+    src.add_argument("--metric-key", dest="mlflow_key", metavar="KEY", help="with --mlflow: the metric key, e.g. val_loss")
+
+    c = f.add_argument_group("curve and run")
+    _curve_flags(c)
+    c.add_argument("--metric", help="metric name sent with the curve (default: the tag / key / CSV column)")
+    c.add_argument("--lower-bound", type=float, metavar="V", help="known lower bound of the metric, e.g. 0 for a loss")
+    c.add_argument("--upper-bound", type=float, metavar="V", help="known upper bound of the metric, e.g. 1 for accuracy")
+    c.add_argument("--model-params", type=float, metavar="N", help="model size N (parameters)")
+    c.add_argument("--tokens-per-step", type=float, metavar="T", help="tokens processed per x unit")
+    c.add_argument("--flops-per-step", type=float, metavar="F", help="FLOPs per x unit (default 6 * N * tokens per step)")
+    c.add_argument("--label", action="append", metavar="KEY=VALUE", help="free-form run label (repeatable)")
+
+    s = f.add_argument_group("learning-rate schedule (--schedule CSV, or a shape)")
+    s.add_argument("--schedule", metavar="CSV", help="CSV step,lr: the planned learning rate, including future steps")
+    s.add_argument("--schedule-shape", choices=("constant", "cosine", "linear", "wsd", "step"), metavar="SHAPE",
+                   help="parametric schedule: constant, cosine, linear, wsd or step")
+    s.add_argument("--peak-lr", type=float, help="learning rate after warm-up (> 0 for a shape)")
+    s.add_argument("--final-lr", type=float, help="learning rate at --total-steps (default 0)")
+    s.add_argument("--warmup-steps", type=float, help="linear warm-up length, x units (default 0)")
+    s.add_argument("--decay-start", type=float, help="wsd: where the cooldown starts, x units")
+    s.add_argument("--step-gamma", type=float, help="step: LR factor per interval, in (0, 1]")
+    s.add_argument("--step-interval", type=float, help="step: x units between decays")
+
+    q = f.add_argument_group("what to ask")
+    q.add_argument("--target", type=float, help="value to reach (compute-to-target)")
+    q.add_argument("--incumbent", type=float, help="best final value among sibling runs (to beat)")
+    q.add_argument("--quantiles", metavar="LEVELS", help="comma-separated levels in (0, 1), e.g. 0.1,0.5,0.9 "
+                   "(default 0.05,0.25,0.5,0.75,0.95)")
+    q.add_argument("--query-x", metavar="XS", help="comma-separated x to predict at (default: 50 points up to the budget)")
+    q.add_argument("--request-id", default="", metavar="ID",
+                   help="id echoed back and logged by the server (printable ASCII, <= 128 characters)")
+
+    p = f.add_argument_group("stop policy (server defaults unless given)")
+    p.add_argument("--min-prob-beat-incumbent", type=float, metavar="P",
+                   help="stop as unpromising when P(final beats incumbent) is below this (server default 0.02)")
+    p.add_argument("--min-relative-improvement", type=float, metavar="R",
+                   help="stop as converged when expected improvement / |best| is below this (default 0 = off)")
+    p.add_argument("--min-points", type=int, metavar="N", help="never stop with fewer observed points (default 2)")
+    p.add_argument("--min-fraction-observed", type=float, metavar="F",
+                   help="never stop before this fraction of the budget is observed (default 0)")
+    p.add_argument("--compute-weight", type=float, metavar="W",
+                   help="cost awareness >= 0: the unpromising threshold becomes max(P, W * fraction left)")
+    p.add_argument("--keep-best-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+                   help="the run's result is its best checkpoint (default) or, with --no-..., its value at the budget")
+
+    o = f.add_argument_group("output")
+    o.add_argument("--rows", type=int, metavar="N", help="show only N evenly spaced predictions (always the last) "
+                   "in the table; --json prints all")
+    o.add_argument("--plot", metavar="PNG", help="also write a fan chart (observed points, median, 50%%/90%% bands, "
+                   "budget, target, incumbent) to this image file; needs matplotlib")
     f.set_defaults(func=cmd_forecast)
 
-    s = sub.add_parser("fit-scaling", parents=[common], help="fit a scaling law to a CSV of N,D,loss[,run_id]")
-    s.add_argument("file", nargs="?", help="CSV with columns N,D,loss and optional run_id, flops; default stdin")
-    s.add_argument("--form", choices=("chinchilla", "gadre", "kaplan"), default="chinchilla")
-    s.add_argument("--predict", action="append", metavar="N,D", help="predict the loss at N,D (repeatable)")
-    s.add_argument("--budget", action="append", metavar="FLOPS", help="compute-optimal split of a budget")
-    s.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for intervals")
-    s.set_defaults(func=cmd_fit_scaling)
+    sc = sub.add_parser("fit-scaling", parents=[common], formatter_class=_Formatter,
+                        help="fit a scaling law to a CSV of N,D,loss[,run_id]")
+    sc.add_argument("file", nargs="?", help="CSV with columns N,D,loss and optional run_id, flops; default stdin")
+    sc.add_argument("--form", choices=("chinchilla", "gadre", "kaplan"), default="chinchilla",
+                    help="law to fit: chinchilla L(N,D), gadre (over-training) or kaplan L(C) (default %(default)s)")
+    sc.add_argument("--predict", action="append", metavar="N,D", help="predict the loss at N,D (repeatable)")
+    sc.add_argument("--budget", action="append", metavar="FLOPS", help="compute-optimal split of a budget (repeatable)")
+    sc.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                    help="bootstrap resamples for the 95%% intervals (server default 200; 0 = no intervals)")
+    sc.set_defaults(func=cmd_fit_scaling)
 
-    h = sub.add_parser("health", parents=[common], help="check the server's health")
-    h.add_argument("--service", default="", help="service name (default: the whole server)")
+    h = sub.add_parser("health", parents=[common], formatter_class=_Formatter, help="check the server's health")
+    h.add_argument("--service", default="", help="service to check: " + ", ".join(s for s in HEALTH_SERVICES if s)
+                   + " (default: the whole server)")
     h.set_defaults(func=cmd_health)
 
-    i = sub.add_parser("info", parents=[common], help="engines, model version, provider, limits")
+    i = sub.add_parser("info", parents=[common], formatter_class=_Formatter,
+                       help="engines, model version, provider, limits")
     i.set_defaults(func=cmd_info)
+
+    r = sub.add_parser("report", parents=[common], formatter_class=_Formatter,
+                       help="forecast every run of a sweep and write one self-contained HTML report",
+                       description="Forecast every run of a sweep, rank the runs by P(beat the best of the others) and "
+                                   "write one HTML page with a fan chart per run and the compute saved if followed.")
+    r.add_argument("--tensorboard", metavar="DIR", help="TensorBoard log folder: each subfolder with event files is a run")
+    r.add_argument("--tag", help="with --tensorboard: the scalar tag to compare, e.g. val/loss")
+    r.add_argument("--csv-dir", metavar="DIR", help="folder of CSV/JSON curves (step,value), one run per file")
+    r.add_argument("--mlflow", metavar="URI", help="MLflow tracking URI; every run of --experiment")
+    r.add_argument("--experiment", help="with --mlflow: the experiment's name or id")
+    r.add_argument("--metric-key", dest="mlflow_key", metavar="KEY", help="with --mlflow: the metric key, e.g. val_loss")
+    _curve_flags(r)
+    r.add_argument("--out", default="curvecast-report.html", metavar="HTML",
+                   help="where to write the report (default %(default)s)")
+    r.set_defaults(func=cmd_report)
     return parser
+
+
+def _speaks_tls(address: str, timeout: float = 1.0) -> bool:
+    """Whether the first address answers a TLS handshake (certificate not checked: this is only a hint)."""
+    host, _, port = address.split(",")[0].strip().removeprefix("dns:///").rpartition(":")
+    host = host.strip("[]") or "localhost"
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host):
+                return True
+    except (OSError, ValueError, ssl.SSLError):
+        return False
+
+
+def _hint(exc: CurvecastError, args: argparse.Namespace) -> str | None:
+    if exc.code != "UNAVAILABLE" or not hasattr(args, "tls"):
+        return None
+    msg = exc.message.lower()
+    if not args.tls and _speaks_tls(args.server):
+        return f"the server at {args.server} speaks TLS: add --tls (and --ca PEM if its certificate is self-signed)"
+    if args.tls and ("ssl" in msg or "handshake" in msg or "certificate" in msg or "wrong_version" in msg):
+        return "the TLS handshake failed: the server may be plaintext (drop --tls) or --ca may not match its certificate"
+    if "connect" in msg or "refused" in msg:
+        return f"nothing answered at {args.server}: is the server running there (--server HOST:PORT)?"
+    return None
+
+
+def _report_error(exc: CurvecastError, args: argparse.Namespace) -> None:
+    if exc.violations:
+        print(f"curvecast: the server refused the request ({exc.code}):", file=sys.stderr)
+        for v in exc.violations:
+            print(f"  {v.field}: {v.description}", file=sys.stderr)
+    else:
+        print(f"curvecast: {exc.code}: {exc.message or 'no details from the server'}", file=sys.stderr)
+    hint = _hint(exc, args)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (``| head``): drop the rest of the output quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        rc = int(args.func(args))
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK
     except InvalidArgument as exc:  # refused here, before anything was sent
         violation = exc.violations[0]
         print(f"curvecast: invalid {violation.field}: {violation.description}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, ValueError, OSError, json.JSONDecodeError) as exc:
-        print(f"curvecast: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except CurvecastError as exc:
-        print(f"curvecast: {exc}", file=sys.stderr)
-        for v in exc.violations:
-            print(f"  {v.field}: {v.description}", file=sys.stderr)
+        _report_error(exc, args)
         return EXIT_RPC
+    except (InputError, ReaderError, ValueError, OSError, ImportError) as exc:
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            print(f"curvecast: no such file: {exc.filename}", file=sys.stderr)
+        else:
+            print(f"curvecast: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

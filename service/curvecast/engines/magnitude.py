@@ -21,6 +21,7 @@ from ..domain.distribution import Marginals
 from .base import EngineForecast
 
 SAFE_LOW, SAFE_HIGH = 1e-4, 1e8  # typical |value| inside this range needs no rescaling
+MAX_SCALED = 1e300  # a scaled target, bound or detail never goes past the validated value range
 # engine details measured in the curve's units (the rest are dimensionless, in x units or counts)
 VALUE_DETAILS = frozenset({"noise_sd", "tissue_L0", "tissue_A", "tissue_C", "mpl_L0", "mpl_A", "mpl_B"})
 
@@ -42,8 +43,18 @@ class Rescaled:
             return result
         m = result.marginals
         marg = Marginals(m.x, np.ldexp(m.values, -self.exp), np.ldexp(m.mean, -self.exp))
-        details = {k: (math.ldexp(v, -self.exp) if k in VALUE_DETAILS else v) for k, v in result.details.items()}
+        details = {k: (_ldexp_clamped(v, -self.exp) if k in VALUE_DETAILS else v) for k, v in result.details.items()}
         return EngineForecast(marg, result.engine, result.warnings, details)
+
+
+def _ldexp_clamped(v: float, e: int) -> float:
+    """v * 2**e, held inside +-MAX_SCALED: a target or bound far from the curve's own scale (1.0 beside
+    values of 1e-323) stays far away instead of overflowing to inf or raising."""
+    try:
+        out = math.ldexp(v, e)
+    except OverflowError:
+        out = math.copysign(MAX_SCALED, v)
+    return max(-MAX_SCALED, min(MAX_SCALED, out))
 
 
 def scale_exponent(y: np.ndarray) -> int:
@@ -76,7 +87,7 @@ def rescale(q: ForecastQuery) -> Rescaled:
         return Rescaled(q, 0)
 
     def s(v: float | None) -> float | None:
-        return None if v is None else math.ldexp(v, e)
+        return None if v is None else _ldexp_clamped(v, e)
 
     c = q.curve
     curve = replace(c, y=np.ldexp(np.asarray(c.y, dtype=np.float64), e), lower_bound=s(c.lower_bound), upper_bound=s(c.upper_bound))
