@@ -372,33 +372,49 @@ class FittedParameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., lower95: _Optional[float] = ..., upper95: _Optional[float] = ...) -> None: ...
 
 class ScalingPrediction(_message.Message):
-    __slots__ = ("n_params", "tokens", "loss", "lower95", "upper95")
+    __slots__ = ("n_params", "tokens", "loss", "lower95", "upper95", "predictive_lower95", "predictive_upper95")
     N_PARAMS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LOWER95_FIELD_NUMBER: _ClassVar[int]
     UPPER95_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIVE_LOWER95_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIVE_UPPER95_FIELD_NUMBER: _ClassVar[int]
     n_params: float
     tokens: float
     loss: float
     lower95: float
     upper95: float
-    def __init__(self, n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ..., lower95: _Optional[float] = ..., upper95: _Optional[float] = ...) -> None: ...
+    predictive_lower95: float
+    predictive_upper95: float
+    def __init__(self, n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ..., lower95: _Optional[float] = ..., upper95: _Optional[float] = ..., predictive_lower95: _Optional[float] = ..., predictive_upper95: _Optional[float] = ...) -> None: ...
 
 class ComputeOptimal(_message.Message):
-    __slots__ = ("flops", "n_params", "tokens", "loss")
+    __slots__ = ("flops", "n_params", "tokens", "loss", "n_params_lower95", "n_params_upper95", "tokens_lower95", "tokens_upper95", "loss_lower95", "loss_upper95")
     FLOPS_FIELD_NUMBER: _ClassVar[int]
     N_PARAMS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
+    N_PARAMS_LOWER95_FIELD_NUMBER: _ClassVar[int]
+    N_PARAMS_UPPER95_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_LOWER95_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_UPPER95_FIELD_NUMBER: _ClassVar[int]
+    LOSS_LOWER95_FIELD_NUMBER: _ClassVar[int]
+    LOSS_UPPER95_FIELD_NUMBER: _ClassVar[int]
     flops: float
     n_params: float
     tokens: float
     loss: float
-    def __init__(self, flops: _Optional[float] = ..., n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ...) -> None: ...
+    n_params_lower95: float
+    n_params_upper95: float
+    tokens_lower95: float
+    tokens_upper95: float
+    loss_lower95: float
+    loss_upper95: float
+    def __init__(self, flops: _Optional[float] = ..., n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ..., n_params_lower95: _Optional[float] = ..., n_params_upper95: _Optional[float] = ..., tokens_lower95: _Optional[float] = ..., tokens_upper95: _Optional[float] = ..., loss_lower95: _Optional[float] = ..., loss_upper95: _Optional[float] = ...) -> None: ...
 
 class FitScalingLawResponse(_message.Message):
-    __slots__ = ("form", "parameters", "residual_rmse", "n_points", "n_runs", "predictions", "compute_optimal", "warnings", "request_id")
+    __slots__ = ("form", "parameters", "residual_rmse", "n_points", "n_runs", "predictions", "compute_optimal", "warnings", "request_id", "drop_early_fraction", "n_points_dropped", "calibration_folds", "calibration_heldout_points", "calibration_kappa", "calibration_floor")
     FORM_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     RESIDUAL_RMSE_FIELD_NUMBER: _ClassVar[int]
@@ -408,6 +424,12 @@ class FitScalingLawResponse(_message.Message):
     COMPUTE_OPTIMAL_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DROP_EARLY_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    N_POINTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FOLDS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_HELDOUT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_KAPPA_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FLOOR_FIELD_NUMBER: _ClassVar[int]
     form: ScalingForm
     parameters: _containers.RepeatedCompositeFieldContainer[FittedParameter]
     residual_rmse: float
@@ -417,7 +439,13 @@ class FitScalingLawResponse(_message.Message):
     compute_optimal: _containers.RepeatedCompositeFieldContainer[ComputeOptimal]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
-    def __init__(self, form: _Optional[_Union[ScalingForm, str]] = ..., parameters: _Optional[_Iterable[_Union[FittedParameter, _Mapping]]] = ..., residual_rmse: _Optional[float] = ..., n_points: _Optional[int] = ..., n_runs: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[ScalingPrediction, _Mapping]]] = ..., compute_optimal: _Optional[_Iterable[_Union[ComputeOptimal, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    drop_early_fraction: float
+    n_points_dropped: int
+    calibration_folds: int
+    calibration_heldout_points: int
+    calibration_kappa: float
+    calibration_floor: float
+    def __init__(self, form: _Optional[_Union[ScalingForm, str]] = ..., parameters: _Optional[_Iterable[_Union[FittedParameter, _Mapping]]] = ..., residual_rmse: _Optional[float] = ..., n_points: _Optional[int] = ..., n_runs: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[ScalingPrediction, _Mapping]]] = ..., compute_optimal: _Optional[_Iterable[_Union[ComputeOptimal, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., drop_early_fraction: _Optional[float] = ..., n_points_dropped: _Optional[int] = ..., calibration_folds: _Optional[int] = ..., calibration_heldout_points: _Optional[int] = ..., calibration_kappa: _Optional[float] = ..., calibration_floor: _Optional[float] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

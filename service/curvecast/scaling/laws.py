@@ -138,9 +138,9 @@ def _lse(t: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(t - m).sum(axis=0))
 
 
-def _huber(r: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+def _huber(r: np.ndarray, c: np.ndarray | None = None, delta: float = HUBER_DELTA) -> np.ndarray:
     """Huber loss of residuals r: 0.5 r^2 inside +-delta, linear outside; ``c`` = r clipped to +-delta."""
-    c = np.clip(r, -HUBER_DELTA, HUBER_DELTA) if c is None else c
+    c = np.clip(r, -delta, delta) if c is None else c
     return c * (r - 0.5 * c)
 
 
@@ -204,7 +204,8 @@ class Design:
         return Design(self.form, self.ly[idx], self.t0[:, idx], self.M[:, idx])
 
 
-def _objective(design: Design, w: np.ndarray, check: Callable[[], None] | None, stats: FitStats):
+def _objective(design: Design, w: np.ndarray, check: Callable[[], None] | None, stats: FitStats,
+               delta: float = HUBER_DELTA):
     """Huber objective (weighted sum) and its analytic gradient, for L-BFGS-B; ``check`` runs first."""
     t0, M, ly = design.t0, design.M, design.ly
     M2 = M.reshape(-1, M.shape[-1])  # (T * n, P)
@@ -218,8 +219,8 @@ def _objective(design: Design, w: np.ndarray, check: Callable[[], None] | None, 
         ex = np.exp(t - m)
         s = ex.sum(axis=0)
         r = m + np.log(s) - ly
-        c = np.clip(r, -HUBER_DELTA, HUBER_DELTA)
-        val = float(w @ _huber(r, c))
+        c = np.clip(r, -delta, delta)
+        val = float(w @ _huber(r, c, delta))
         psi = w * c  # d loss / d r, (n,)
         ex *= psi / s  # softmax weights times psi, in place
         return val, ex.reshape(-1) @ M2
@@ -235,7 +236,8 @@ def _grid_subset(n: int) -> np.ndarray | None:
 
 
 def huber_grid(form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray, check: Callable[[], None] | None = None,
-               stats: FitStats | None = None, design: Design | None = None) -> tuple[np.ndarray, np.ndarray]:
+               stats: FitStats | None = None, design: Design | None = None,
+               delta: float = HUBER_DELTA) -> tuple[np.ndarray, np.ndarray]:
     """Every grid start and its objective, best first (ranked on at most ``GRID_POINTS`` points)."""
     idx = _grid_subset(len(ly))
     d = (design or Design.build(form, X, ly)).subset(idx)
@@ -249,7 +251,7 @@ def huber_grid(form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray, check: 
             check()
         t = d.t0[:, :, None] + d.M @ grid[i : i + rows].T  # (T, n, rows)
         r = _lse(t) - d.ly[:, None]
-        vals[i : i + rows] = w @ _huber(r)
+        vals[i : i + rows] = w @ _huber(r, delta=delta)
     if stats is not None:
         stats.grid_cells += len(grid) * n
     order = np.argsort(vals)
@@ -259,21 +261,22 @@ def huber_grid(form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray, check: 
 def fit_form(
     form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray | None = None, n_starts: int = 8,
     extra_starts: list[np.ndarray] | None = None, *, design: Design | None = None,
-    check: Callable[[], None] | None = None, stats: FitStats | None = None,
+    check: Callable[[], None] | None = None, stats: FitStats | None = None, delta: float = HUBER_DELTA,
 ) -> tuple[np.ndarray, float]:
     """Best theta from the top ``n_starts`` grid starts plus any given ones, refined by L-BFGS-B.
 
     ``n_starts=0`` skips the grid (bootstrap replicates start from the full-data optimum). ``design``
     (``Design.build(form, X, ly)``) is reused across calls on the same points; ``check`` is called before
-    every evaluation and may raise to stop the fit; ``stats`` counts the work done.
+    every evaluation and may raise to stop the fit; ``stats`` counts the work done; ``delta`` is the
+    Huber threshold on log residuals (1e-3: Approach 3; >= 1: least squares on log loss).
     """
     w = np.ones_like(ly) if w is None else w
     design = design or Design.build(form, X, ly)
     stats = stats if stats is not None else FitStats()
-    f = _objective(design, w, check, stats)
+    f = _objective(design, w, check, stats, delta)
     cand = list(extra_starts or [])
     if n_starts > 0:
-        starts, _ = huber_grid(form, X, ly, w, check, stats, design)
+        starts, _ = huber_grid(form, X, ly, w, check, stats, design, delta)
         cand = list(starts[:n_starts]) + cand
     bounds = list(zip(form.lo, form.hi))
     best_theta, best_val = cand[0], np.inf

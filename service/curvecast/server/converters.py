@@ -269,17 +269,29 @@ def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, req
                      notes: Sequence[str] = ()) -> pb.FitScalingLawResponse:
     resp = pb.FitScalingLawResponse(form=_FORMS_BACK.get(fit.form, pb.SCALING_FORM_UNSPECIFIED),
                                     residual_rmse=_safe(fit.residual_rmse), n_points=fit.n_points,
-                                    n_runs=fit.n_runs, warnings=[*notes, *fit.warnings], request_id=request_id)
+                                    n_runs=fit.n_runs, warnings=[*notes, *fit.warnings], request_id=request_id,
+                                    drop_early_fraction=fit.drop_early_fraction, n_points_dropped=fit.n_dropped)
+    if fit.calibration is not None:
+        cal = fit.calibration
+        resp.calibration_folds, resp.calibration_heldout_points = cal.folds, cal.n_heldout
+        resp.calibration_kappa, resp.calibration_floor = _safe(cal.kappa), _safe(cal.floor)
     for name, value in fit.params.items():
         lo, hi = fit.intervals.get(name, (value, value))
         resp.parameters.add(name=name, value=_safe(value), lower95=_safe(lo), upper95=_safe(hi))
     if len(at):
         mean, lo, hi = fit.predict(at[:, 0], at[:, 1])
-        for (n, d), m, l, h in zip(at, mean, lo, hi):
-            resp.predictions.add(n_params=n, tokens=d, loss=_safe(m), lower95=_safe(l), upper95=_safe(h))
+        _, plo, phi = fit.predictive(at[:, 0], at[:, 1])
+        resp.warnings.extend(fit.band_warnings(at[:, 0], at[:, 1]))
+        for (n, d), m, l, h, pl, ph in zip(at, mean, lo, hi, plo, phi):
+            resp.predictions.add(n_params=n, tokens=d, loss=_safe(m), lower95=_safe(l), upper95=_safe(h),
+                                 predictive_lower95=_safe(pl), predictive_upper95=_safe(ph))
     for b in budgets:
         n, d, loss = fit.compute_optimal(float(b))
-        resp.compute_optimal.add(flops=float(b), n_params=_safe(n), tokens=_safe(d), loss=_safe(loss))
+        iv = fit.compute_optimal_interval(float(b))
+        resp.compute_optimal.add(flops=float(b), n_params=_safe(n), tokens=_safe(d), loss=_safe(loss),
+                                 n_params_lower95=_safe(iv["n_params"][0]), n_params_upper95=_safe(iv["n_params"][1]),
+                                 tokens_lower95=_safe(iv["tokens"][0]), tokens_upper95=_safe(iv["tokens"][1]),
+                                 loss_lower95=_safe(iv["loss"][0]), loss_upper95=_safe(iv["loss"][1]))
     return resp
 
 
