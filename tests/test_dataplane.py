@@ -105,6 +105,22 @@ def test_retry_hint_follows_the_queue_and_is_jittered_within_bounds():
     assert max(adm.retry_hint_s() for _ in range(50)) <= 1.5 * 2.0
 
 
+def test_batch_slack_never_exceeds_the_work_ahead():
+    """Found in a CI run on a loaded machine: one default curve left in the engine made every new 1-curve
+    call with a 5 s deadline look like 6 s of work (a full batch of 64 priced as slack), so integrations
+    were refused for good. The slack is now capped by the work actually ahead."""
+    adm = _admission(max_batch=64)
+    adm.observe("analytic", units=1, seconds=0.09)  # a slow, loaded machine: 90 ms per default curve
+    held = adm.admit([DEFAULT_ANALYTIC])  # one curve still computing
+    deadline = time.monotonic() + 5.0
+    ticket = adm.admit([DEFAULT_ANALYTIC], deadline)  # 0.09 s ahead + 0.09 s own: admitted, not "6 s"
+    adm.release(ticket)
+    adm.admit([DEFAULT_ANALYTIC] * 60)  # 60 curves ahead (5.4 s): a 5 s deadline is rightly refused
+    with pytest.raises(Overloaded, match="later than its deadline"):
+        adm.admit([DEFAULT_ANALYTIC], time.monotonic() + 5.0)
+    adm.release(held)
+
+
 def test_engine_hint_caps_concurrent_batches():
     class OneAtATime(RecordingEngine):
         def info(self) -> EngineInfo:

@@ -212,7 +212,10 @@ class ForecastAdmission:
         if deadline <= now:
             raise DeadlineExceeded("deadline passed before the call was admitted; not computed")
         pending = self.pending_s()
-        done_in = pending + own_s + (self.max_batch * slack_per_curve_s if pending > 0 else 0.0)
+        # Curves are answered a batch at a time, so a call may also wait for the rest of a batch: at most a
+        # batch's worth, and never more than the work actually ahead (a lone curve left in an engine must
+        # not price a new call as if a full batch of 64 were queued)
+        done_in = pending + own_s + min(self.max_batch * slack_per_curve_s, pending)
         if own_s > 0 and now + done_in > deadline:  # (a call that costs nothing measured is let through)
             if own_s > deadline - now:  # too much for its deadline even on an idle server
                 raise self._refuse(0.0, f"this call needs about {own_s:.2f} s here, more than its deadline allows "
