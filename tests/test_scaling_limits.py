@@ -111,3 +111,15 @@ def test_server_publishes_and_enforces_the_limits(server):
             br = error_details_pb2.BadRequest()
             assert rpc_status.from_call(err.value).details[0].Unpack(br)
             assert [v.field for v in br.field_violations] == [field]
+
+
+def test_magnitudes_that_would_overflow_6ND_are_refused_naming_the_field():
+    """Found by the fuzzer: predict_at tokens of 1.8e308 were echoed back as the overflow value and 6*N*D
+    overflowed. N, D, FLOPs and budgets are x-like quantities: at most 1e100, like every x in the API."""
+    req = request(12, predict_at=[pb.ScalingQuery(n_params=1e9, tokens=1.7976931348623157e308)],
+                  compute_budgets=[1e101])
+    req.points[3].tokens = 1e200
+    assert {"predict_at[0]", "compute_budgets[0]", "points[3].tokens"} <= set(fields(req))
+    ok = request(12, predict_at=[pb.ScalingQuery(n_params=1e100, tokens=1e100)], compute_budgets=[1e100])
+    points, *_ = converters.scaling_request(ok, LIMITS)  # at the limit: accepted
+    assert len(points) == 12

@@ -46,6 +46,8 @@ _FORMS = {pb.SCALING_FORM_UNSPECIFIED: "chinchilla", pb.SCALING_FORM_CHINCHILLA:
           pb.SCALING_FORM_GADRE: "gadre", pb.SCALING_FORM_KAPLAN: "kaplan"}
 _FORMS_BACK = {v: k for k, v in _FORMS.items() if k != pb.SCALING_FORM_UNSPECIFIED}
 MAX_REQUEST_ID = Limits.max_request_id_chars
+_X_MAX = Limits.max_abs_x  # N, D, FLOPs and budgets, like every x-like quantity
+_SCALING_MAX = np.array([Limits.max_abs_x, Limits.max_abs_x, Limits.max_abs_value])  # N, D, loss
 _POLICY_FIELDS = tuple(f.name for f in fields(PolicyInput))
 
 
@@ -237,28 +239,34 @@ def scaling_request(req: pb.FitScalingLawRequest, limits: "ScalingLimits | None"
     form = _enum(c, _FORMS, req.form, "form", "chinchilla")
     values = np.array([(p.n_params, p.tokens, p.loss) for p in req.points], dtype=np.float64).reshape(-1, 3)
     with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(values) & (values > 0))
+        # N, D (and FLOPs) like x-quantities stay far from overflow (6*N*D must be finite); losses like values
+        bad = ~(np.isfinite(values) & (values > 0) & (values <= _SCALING_MAX))
     flops = [p.flops if p.HasField("flops") else None for p in req.points]
-    bad_flops = [i for i, f in enumerate(flops) if f is not None and not (math.isfinite(f) and f > 0)]
+    bad_flops = [i for i, f in enumerate(flops) if f is not None and not (math.isfinite(f) and 0 < f <= _X_MAX)]
     where = np.argwhere(bad)  # row-major: by point, then in field order
     listed = len(where) + len(bad_flops)
     for i, j in where[:MAX_LISTED]:
-        c.add(f"points[{i}].{('n_params', 'tokens', 'loss')[j]}", f"must be finite and > 0, got {values[i, j]}")
+        c.add(f"points[{i}].{('n_params', 'tokens', 'loss')[j]}",
+              f"must be finite, > 0 and at most {_SCALING_MAX[j]:g}, got {values[i, j]}")
     for i in bad_flops[: max(MAX_LISTED - len(where), 0)]:
-        c.add(f"points[{i}].flops", f"must be finite and > 0 when given, got {flops[i]}")
+        c.add(f"points[{i}].flops", f"must be finite, > 0 and at most {_X_MAX:g} when given, got {flops[i]}")
     if listed > MAX_LISTED:
         c.add("points", f"{listed - MAX_LISTED} more bad values not listed")
     points = [] if listed else [ScalingPoint(n_params=float(v[0]), tokens=float(v[1]), loss=float(v[2]),
                                              run_id=p.run_id, flops=f) for v, p, f in zip(values, req.points, flops)]
     at = np.array([[q.n_params, q.tokens] for q in req.predict_at], dtype=np.float64).reshape(-1, 2)
-    for i in np.flatnonzero(~(np.isfinite(at) & (at > 0)).all(axis=1))[:MAX_LISTED]:
-        c.add(f"predict_at[{i}]", "n_params and tokens must be finite and > 0")
+    with np.errstate(invalid="ignore"):
+        bad_at = ~(np.isfinite(at) & (at > 0) & (at <= _X_MAX)).all(axis=1)
+    for i in np.flatnonzero(bad_at)[:MAX_LISTED]:
+        c.add(f"predict_at[{i}]", f"n_params and tokens must be finite, > 0 and at most {_X_MAX:g}")
     budgets = np.array(req.compute_budgets, dtype=np.float64)
     if form == "kaplan" and len(budgets):
         c.add("compute_budgets", "the kaplan form L(C) has no N/D split; use chinchilla or gadre for "
               "compute-optimal allocations")
-    for i in np.flatnonzero(~(np.isfinite(budgets) & (budgets > 0)))[:MAX_LISTED]:
-        c.add(f"compute_budgets[{i}]", f"must be finite and > 0, got {budgets[i]}")
+    with np.errstate(invalid="ignore"):
+        bad_budgets = ~(np.isfinite(budgets) & (budgets > 0) & (budgets <= _X_MAX))
+    for i in np.flatnonzero(bad_budgets)[:MAX_LISTED]:
+        c.add(f"compute_budgets[{i}]", f"must be finite, > 0 and at most {_X_MAX:g}, got {budgets[i]}")
     if len(req.request_id) > MAX_REQUEST_ID:
         c.add("request_id", f"must be at most {MAX_REQUEST_ID} characters")
     c.raise_if_any()
