@@ -238,3 +238,19 @@ def test_finishing_cost_joins_the_admission_estimate():
     adm.admit([work] * 10)
     per_curve = sum(shape_of(st).units(work.size) * adm.seconds_per_unit(st) for st in ("analytic", FINISH))
     assert adm.pending_s() == pytest.approx(10 * per_curve)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_recalibration_map_follows_what_result_means(monkeypatch, keep_best):
+    """P(beat incumbent) is recalibrated with the map fitted for the same meaning of "result": the best
+    checkpoint, or the value at the budget (keep_best_checkpoint=false)."""
+    import curvecast.dataplane as dataplane_module
+    from curvecast.decisions.calibration import recalibration_for as real
+
+    asked: list[str] = []
+    monkeypatch.setattr(dataplane_module, "recalibration_for", lambda engine, event: asked.append(event) or real(engine, event))
+    q = _default_query()
+    q = replace(q, incumbent=2.01, policy=replace(q.policy, keep_best_checkpoint=keep_best))
+    _run(q)
+    assert ("beat_incumbent" if keep_best else "beat_incumbent_last") in asked
+    assert ("beat_incumbent_last" if keep_best else "beat_incumbent") not in asked

@@ -285,7 +285,9 @@ class DataPlane:
             final = marginals.at(np.array([final_idx]))
             ctt = compute_to_target(query, grid)
             answered_by = parts[0][0].engine if len(parts) == 1 else ENSEMBLE
-            rec = decide(query, final, grid, ctt, recal_beat=recalibration_for(answered_by, "beat_incumbent"),
+            # the map fitted for what "result" means here: the best checkpoint, or the value at the budget
+            beat_event = "beat_incumbent" if query.policy.keep_best_checkpoint else "beat_incumbent_last"
+            rec = decide(query, final, grid, ctt, recal_beat=recalibration_for(answered_by, beat_event),
                          recal_target=recalibration_for(answered_by, "target_within_budget"),
                          checkpoint_best=query.policy.keep_best_checkpoint)
         return ForecastResult(query=query, predictions=marginals.at(req_idx), final=final, compute_to_target=ctt,
