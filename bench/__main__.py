@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cache import DEFAULT_CACHE_DIR
 from .data import LOADERS, default_data_dir
-from .engines import DEFAULT_ENGINES
+from .engines import DEFAULT_ENGINES, SLOW_BASELINES
 from .pipeline import BenchConfig, log, run_bench
 from .report import headline_markdown, write_report
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-data", action="store_true", help="ignore the data folder (synthetic and --curves only)")
     r.add_argument("--curves", type=Path, action="append", default=[], help="your own curve table (CSV/parquet/JSONL, see bench/README.md); repeatable")
     r.add_argument("--out", type=Path, default=Path("docs/bench/latest"))
-    r.add_argument("--engines", type=_csv, default=DEFAULT_ENGINES, help=f"comma list (default {','.join(DEFAULT_ENGINES)})")
+    r.add_argument("--engines", type=_csv, default=None, help=f"comma list (default {','.join(DEFAULT_ENGINES)}; --quick leaves out the slow {' and '.join(SLOW_BASELINES)})")
     r.add_argument("--sources", type=_csv, default=None, help=f"comma list of synthetic,{','.join(LOADERS)} (default: all; quick adds synthetic)")
     r.add_argument("--mode", choices=("inprocess", "e2e"), default="inprocess")
     r.add_argument("--server", default=None, help="HOST:PORT of a running Curvecast server (e2e mode)")
@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         if not data.is_dir():
             log(f"data folder {data} not found: real sources are skipped (set CURVECAST_DATA or --data)")
             data = None
+    engines = args.engines if args.engines is not None else tuple(e for e in DEFAULT_ENGINES if not (args.quick and e in SLOW_BASELINES))
     cfg = BenchConfig(
-        quick=args.quick, data=data, curves=args.curves, out=args.out, engines=args.engines, sources=args.sources,
+        quick=args.quick, data=data, curves=args.curves, out=args.out, engines=engines, sources=args.sources,
         mode=args.mode, server=args.server, seed=args.seed, split=args.split, cap=args.cap, model=args.model, device=args.device, plots=not args.no_plots,
         speed=not args.no_speed, load_results=args.load_results, cache_dir=None if args.no_cache else args.cache_dir, command="python -m bench " + " ".join(shlex.quote(a) for a in argv),
     )

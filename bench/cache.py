@@ -1,7 +1,7 @@
 """A result cache for slow benchmark baselines (sqlite in an ignored folder, never on the serving path).
 
-An entry is keyed by the engine's name, a digest of the source files that define it (so any code
-change invalidates it), the query's content (prefix, queried x, budget, bounds, goal, x kind: a new
+An entry is keyed by the engine's name, a digest of the source files that compute its answers (so
+any change to them invalidates it), the query's content (prefix, queried x, budget, bounds, goal, x kind: a new
 data version is a new key) and the engine's ``cache_token(query)`` when it has one (what else its
 answer depends on, e.g. the sibling curves of ``empirical_spread``). Each entry keeps the seconds the
 engine took to compute it, so the report states a baseline's cost even when its answers come from here.
@@ -27,7 +27,8 @@ from curvecast.engines.base import Engine, EngineForecast, EngineInfo
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE_DIR = BENCH_DIR.parent / "docs" / "bench" / "tmp" / "baseline_cache"  # git-ignored
-CODE_FILES = ("baselines.py", "families.py", "empirical.py", "cache.py")
+CODE_FILES = ("baselines.py", "families.py", "empirical.py")  # what the answers depend on (not this file)
+DB_TIMEOUT_S = 60.0  # several benches may share the cache: wait for another writer's short commit
 
 
 def code_digest(files: Sequence[str] = CODE_FILES) -> str:
@@ -77,7 +78,7 @@ class CachedEngine:
         self.version = code_digest()
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / f"{inner.name}.sqlite"
-        self._db = sqlite3.connect(self.path)
+        self._db = sqlite3.connect(self.path, timeout=DB_TIMEOUT_S)
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, marginals BLOB, warnings TEXT, details TEXT, seconds REAL)")
         self.stats = CacheStats()
 
@@ -96,14 +97,25 @@ class CachedEngine:
         return hashlib.sha1(f"{self.name}|{self.version}|{query_digest(q)}|{extra}".encode()).hexdigest()
 
     def _lookup(self, key: str, q: ForecastQuery) -> tuple[EngineForecast, float] | None:
-        row = self._db.execute("SELECT marginals, warnings, details, seconds FROM answers WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._db.execute("SELECT marginals, warnings, details, seconds FROM answers WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:  # an unreadable cache is a miss, never a failed task
+            return None
         if row is None:
             return None
-        m = _unpack(row[0], q.x_query)
+        try:
+            m = _unpack(row[0], q.x_query)
+        except (ValueError, OSError, zlib.error):  # stored under another quantile grid: recompute
+            return None
         return EngineForecast(m, self.name, tuple(json.loads(row[1])), json.loads(row[2])), float(row[3])
 
     def _store(self, key: str, f: EngineForecast, seconds: float) -> None:
-        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)", (key, _pack(f.marginals), json.dumps(list(f.warnings)), json.dumps(f.details), seconds))
+        """One short transaction per answer, so concurrent benches sharing the file never wait long."""
+        try:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)", (key, _pack(f.marginals), json.dumps(list(f.warnings)), json.dumps(f.details), seconds))
+        except sqlite3.Error:  # an unwritable cache only costs the next run a recomputation
+            pass
 
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
         out: list[EngineForecast | Exception] = []
@@ -123,5 +135,4 @@ class CachedEngine:
             if not isinstance(res, Exception):
                 self._store(key, res, dt)
             out.append(res)
-        self._db.commit()
         return out

@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,8 @@ def curve_fit_raw(n: np.ndarray, d: np.ndarray, loss: np.ndarray, p0: tuple[floa
     """Plain least squares on the raw loss (scipy.optimize.curve_fit), log-scale A, B, E, exponents >= 0."""
     lo = [-np.inf, -np.inf, -np.inf, 0.0, 0.0]
     try:
-        with single_threaded_blas():
+        with single_threaded_blas(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)  # no covariance needed: point fit only
             p, _ = optimize.curve_fit(_raw_law, np.vstack([n, d]), loss, p0=p0, bounds=(lo, [np.inf] * 5), maxfev=20_000)
     except (RuntimeError, ValueError) as e:  # no convergence: reported as a failed fit
         return {"E": float("nan"), "A": float("nan"), "B": float("nan"), "alpha": float("nan"), "beta": float("nan"), "error": str(e)[:120]}

@@ -253,3 +253,24 @@ def test_cached_engine_serves_identical_answers_and_keeps_their_cost(tmp_path):
     other = make_tasks(synthetic_curves(2, seed=1), (0.4,))
     second.forecast([other[0].query])
     assert second.stats.misses == 1
+
+
+def test_cached_engine_survives_a_locked_cache_file(tmp_path):
+    """Another bench holding the write lock makes answers uncached, never failed."""
+    import sqlite3
+
+    tasks = make_tasks(synthetic_curves(1, seed=0), (0.4,))
+    eng = CachedEngine(Pow3LSEngine(), tmp_path)
+    eng._db.execute("PRAGMA busy_timeout = 10")  # do not wait the full minute in a test
+    blocker = sqlite3.connect(eng.path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        (res,) = eng.forecast([tasks[0].query])
+        assert isinstance(res, EngineForecast) and eng.stats.misses == 1
+    finally:
+        blocker.rollback()
+        blocker.close()
+    eng.forecast([tasks[0].query])  # the lock is gone: computed again and stored this time
+    assert eng.stats.misses == 2
+    eng.forecast([tasks[0].query])
+    assert eng.stats.hits == 1

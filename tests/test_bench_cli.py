@@ -117,3 +117,13 @@ def test_load_results_section_renders_load_generator_json():
                             {"target": "noop", "mode": "unary", "concurrency": 4, "curves_per_s": 900.0, "p50_ms": 1.0, "p99_ms": 2.0, "errors": {}}]}
     md = load_markdown(load)
     assert "55.500" in md and "900" not in md and "| 2 |" in md and "analytic" in md
+
+
+def test_quick_default_engines_leave_out_the_slow_baselines(tmp_path):
+    out = tmp_path / "q"
+    assert main(["run", "--quick", "--no-data", "--out", str(out), "--no-plots", "--no-speed", "--no-cache"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    ran = res["engines"]["ran"]
+    assert "empirical_spread" in ran and "pow3_ls" in ran
+    assert "pow3_robust" not in ran and "best_of_families" not in ran
+    assert res["vs_baselines"] and all(r["best_baseline"] in res["baselines"]["names"] for r in res["vs_baselines"])
