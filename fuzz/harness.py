@@ -160,10 +160,15 @@ class Pipeline:
         except DecodeError:
             self.stats.undecodable += 1
             return "undecodable"
+        return self._guarded(self._check, req, data)
+
+    def _guarded(self, check, req, data: bytes) -> str:
+        """Run one path check: engine findings are recorded, and a numeric warning that escapes the request
+        path is a violation (from engine or decision code, a finding)."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                outcome = self._check(req)
+                outcome = check(req)
             except EngineFinding as f:
                 outcome = self._finding(f.kind, str(f), data)
         leaked = [w for w in caught if issubclass(w.category, RuntimeWarning)]
@@ -198,18 +203,7 @@ class Pipeline:
         except DecodeError:
             self.stats.scaling_undecodable += 1
             return "undecodable"
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                outcome = self._check_scaling(req)
-            except EngineFinding as f:
-                outcome = self._finding(f.kind, str(f), data)
-        leaked = [w for w in caught if issubclass(w.category, RuntimeWarning)]
-        if leaked:
-            where = "; ".join(f"{w.filename}:{w.lineno} {w.message}" for w in leaked[:3])
-            _require(all(_outside_server_path(w.filename) for w in leaked), "numeric warning leaked: " + where)
-            self._finding("warning_leak", f"{leaked[0].filename}:{leaked[0].lineno} {leaked[0].message}", data)
-        return outcome
+        return self._guarded(self._check_scaling, req, data)
 
     def check_scaling_request(self, req: pb.FitScalingLawRequest) -> str:
         return self.check_scaling_bytes(req.SerializeToString())
