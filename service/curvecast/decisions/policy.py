@@ -134,7 +134,11 @@ def expected_steps_to_go(query: ForecastQuery, ctt: ComputeToTarget | None) -> f
     xs = np.concatenate((px[px < budget], [budget]))
     ps = np.interp(xs, px, pp)
     not_reached = 1.0 - ps
-    return float(np.sum(0.5 * (not_reached[1:] + not_reached[:-1]) * np.diff(xs)))
+    with np.errstate(all="ignore"):  # subnormal or extreme x grids can overflow the trapezoid
+        steps = float(np.sum(0.5 * (not_reached[1:] + not_reached[:-1]) * np.diff(xs)))
+    # an integral of a probability over the remaining budget lies in [0, remaining]; off it, the grid
+    # arithmetic failed (fuzzer: x near 1e-322 gave -inf): assume the whole remaining budget
+    return min(max(steps, 0.0), remaining) if np.isfinite(steps) else remaining
 
 
 def decide(
