@@ -18,7 +18,7 @@ All clip to the metric's known bounds and never fail on a valid query.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import optimize
@@ -72,13 +72,7 @@ class LastValueEngine:
         return EngineForecast(_clip(Marginals.from_gaussian(q.x_query, mean, std), q), self.name)
 
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
-        out: list[EngineForecast | Exception] = []
-        for q in queries:
-            try:
-                out.append(self._one(q))
-            except Exception as e:  # noqa: BLE001 - one bad query fails only itself
-                out.append(e)
-        return out
+        return forecast_each(self._one, queries)
 
 
 def fit_pow3(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -149,24 +143,24 @@ class Pow3LSEngine:
         return EngineForecast(_clip(m, q), self.name, details={"c": c, "a": a, "alpha": alpha})
 
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
-        out: list[EngineForecast | Exception] = []
-        for q in queries:
-            try:
-                out.append(self._one(q))
-            except Exception as e:  # noqa: BLE001
-                out.append(e)
-        return out
+        return forecast_each(self._one, queries)
+
+
+def forecast_each(one: Callable[[ForecastQuery], EngineForecast],
+                  queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
+    """The Engine protocol's batch call for a per-query baseline: one bad query fails only itself."""
+    out: list[EngineForecast | Exception] = []
+    for q in queries:
+        try:
+            out.append(one(q))
+        except Exception as e:  # noqa: BLE001
+            out.append(e)
+    return out
 
 
 def _forecast_each(engine: "_BootstrapEngine", queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
-    out: list[EngineForecast | Exception] = []
     with single_threaded_blas(), np.errstate(all="ignore"):  # threaded BLAS slows each small fit step ~10x
-        for q in queries:
-            try:
-                out.append(engine._one(q))
-            except Exception as e:  # noqa: BLE001 - one bad query fails only itself
-                out.append(e)
-    return out
+        return forecast_each(engine._one, queries)
 
 
 class _BootstrapEngine:

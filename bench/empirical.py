@@ -27,7 +27,7 @@ from curvecast.domain.curve import ForecastQuery, Goal, XKind
 from curvecast.domain.distribution import Marginals
 from curvecast.engines.base import EngineForecast, EngineInfo
 
-from .baselines import LastValueEngine, _clip
+from .baselines import LastValueEngine, _clip, forecast_each
 from .data.record import CurveRecord
 from .families import smoothed_quantile_samples
 from .tasks import Task
@@ -187,10 +187,4 @@ class EmpiricalSpreadEngine:
         return EngineForecast(_clip(m, q), self.name, details={"n_siblings": float(len(mv))})
 
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
-        out: list[EngineForecast | Exception] = []
-        for q in queries:
-            try:
-                out.append(self._one(q))
-            except Exception as e:  # noqa: BLE001 - one bad query fails only itself
-                out.append(e)
-        return out
+        return forecast_each(self._one, queries)

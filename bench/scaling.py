@@ -220,25 +220,30 @@ def synthetic(boot: int, starts: int = A3_STARTS) -> dict:
             "residual_rmse": fit.residual_rmse, "seconds": secs, "baselines": base, "extrapolation_rel_err": extrap}
 
 
-def porian(boot: int, starts: int = A3_STARTS) -> list[dict]:
+def porian_splits():
+    """Each Porian setting with at least 6 sizes: (setting, points of the smaller sizes, points of the two
+    largest), the split both scaling benchmarks score."""
     import pandas as pd
 
     path = data_dir() / "porian" / "isoflop_N_D_loss.csv"
     if not path.exists():
-        return []
+        return
     df = pd.read_csv(path)
     keys = ["source_file", "config_idx", "dataset", "hparams", "warmup", "decay", "param_count", "loss_type"]
-    rows = []
     for key, g in df.groupby(keys):
         g = g[(g.loss > 0) & (g.N > 0) & (g.D_tokens > 0)]
         sizes = np.sort(g.N.unique())
         if len(sizes) < 6:
             continue
-        test_sizes = sizes[-2:]
         mk = lambda r: ScalingPoint(float(r.N), float(r.D_tokens), float(r.loss), flops=float(r.flops))  # noqa: E731
-        train = [mk(r) for r in g[~g.N.isin(test_sizes)].itertuples()]
-        test = [mk(r) for r in g[g.N.isin(test_sizes)].itertuples()]
-        row = {"setting": "/".join(map(str, key)), "n_train": len(train), "n_test": len(test)}
+        held = g.N.isin(sizes[-2:])
+        yield "/".join(map(str, key)), [mk(r) for r in g[~held].itertuples()], [mk(r) for r in g[held].itertuples()]
+
+
+def porian(boot: int, starts: int = A3_STARTS) -> list[dict]:
+    rows = []
+    for setting, train, test in porian_splits():
+        row = {"setting": setting, "n_train": len(train), "n_test": len(test)}
         for form in ("chinchilla", "gadre", "kaplan"):
             fit = fit_scaling_law(train, form=form, bootstrap=boot)
             row[f"{form}_are_pct"], row[f"{form}_cover95"] = (100 * are(fit, test)[0], are(fit, test)[1])

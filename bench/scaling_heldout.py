@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "service"))
 sys.path.insert(0, str(ROOT))
 
-from bench.scaling import baseline_are, data_dir, drop_early, fit_baselines  # noqa: E402
+from bench.scaling import baseline_are, data_dir, drop_early, fit_baselines, porian_splits  # noqa: E402
 from curvecast.scaling import ScalingPoint, fit_scaling_law  # noqa: E402
 from curvecast.scaling.fit import DEFAULT_DROP_EARLY  # noqa: E402
 
@@ -60,24 +60,7 @@ def evaluate(source: str, subset: str, train: list, test: list, boot: int, start
 
 
 def porian(boot: int, starts: int) -> list[dict]:
-    import pandas as pd
-
-    path = data_dir() / "porian" / "isoflop_N_D_loss.csv"
-    if not path.exists():
-        return []
-    df = pd.read_csv(path)
-    keys = ["source_file", "config_idx", "dataset", "hparams", "warmup", "decay", "param_count", "loss_type"]
-    rows = []
-    for key, g in df.groupby(keys):
-        g = g[(g.loss > 0) & (g.N > 0) & (g.D_tokens > 0)]
-        sizes = np.sort(g.N.unique())
-        if len(sizes) < 6:
-            continue
-        mk = lambda r: ScalingPoint(float(r.N), float(r.D_tokens), float(r.loss), flops=float(r.flops))  # noqa: E731
-        held = g.N.isin(sizes[-2:])
-        rows.append(evaluate("porian", "/".join(map(str, key)), [mk(r) for r in g[~held].itertuples()],
-                             [mk(r) for r in g[held].itertuples()], boot, starts))
-    return rows
+    return [evaluate("porian", setting, train, test, boot, starts) for setting, train, test in porian_splits()]
 
 
 def gadre(boot: int, starts: int) -> list[dict]:
