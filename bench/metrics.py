@@ -10,6 +10,11 @@ Definitions (also in bench/README.md):
   and normalised (/scale) errors.
 - coverage of the central 50/80/90% intervals, pooled over held-out points.
 - ``ece``: PIT calibration error, mean over levels q = 0.05..0.95 of |P(PIT <= q) - q|, pooled points.
+- sanity flags (issue 12), each an answer no user should get: ``below_floor`` (a quantile below the
+  metric's floor: the declared lower bound, or 0 for a minimised metric that was never negative; or
+  above a declared ceiling), ``absurd_median`` (final median off by > 50% of the truth although the
+  last observed value is within 10% of it), ``far_miss`` (the held-out final value lies farther outside
+  the 90% interval than the interval is wide).
 - steps-to-target: target = the true value 90% into the remaining run; predicted x = first queried x
   where P(reached by x) >= 0.5 (P from the marginal at x, made monotone with a running max); error as a
   fraction of the remaining run; a target the forecast never reaches counts as predicted at the budget.
@@ -55,6 +60,38 @@ class TaskScore:
     stt_err: float | None = None  # |pred - true| / remaining run, when the truth reaches the target
     stt_pred: float | None = None
     events: dict[str, tuple[float, bool]] = field(default_factory=dict)  # event -> (predicted P, outcome)
+    sanity: tuple[str, ...] = ()  # SANITY_FLAGS this answer raised
+
+
+SANITY_FLAGS: tuple[str, ...] = ("below_floor", "absurd_median", "far_miss")
+SANITY_STABLE = 0.10  # "the last value is within 10%" of the final truth ...
+SANITY_JUMP = 0.50  # ... yet the median is off by more than this share
+SANITY_FLAT_REF = 0.05  # ... of the level, or of this share of the curve's range for a level near 0
+
+
+def metric_limits(task: Task) -> tuple[float, float]:
+    """The floor and ceiling a forecast must respect: declared bounds, else 0 under a never-negative loss."""
+    c = task.query.curve
+    lo = c.lower_bound if c.lower_bound is not None else (0.0 if c.goal is Goal.MINIMIZE and float(np.min(task.y_obs)) >= 0 else -np.inf)
+    hi = c.upper_bound if c.upper_bound is not None else np.inf
+    return float(lo), float(hi)
+
+
+def sanity_flags(task: Task, m: Marginals, final_pred: float, lo90: float, hi90: float) -> tuple[str, ...]:
+    """Which SANITY_FLAGS the answer raises (see the module docstring)."""
+    flags: list[str] = []
+    floor, ceiling = metric_limits(task)
+    tol = 1e-9 * max(task.scale, 1e-12)
+    if np.any(m.values < floor - tol) or np.any(m.values > ceiling + tol):
+        flags.append("below_floor")
+    truth = task.final_true
+    # relative to the level, or to the curve's range when the level is ~0 (a log-loss at 0 has no "50%")
+    ref = max(abs(truth), SANITY_FLAT_REF * task.scale, 1e-12)
+    if abs(float(task.y_obs[-1]) - truth) <= SANITY_STABLE * ref and abs(final_pred - truth) > SANITY_JUMP * ref:
+        flags.append("absurd_median")
+    if max(lo90 - truth, truth - hi90, 0.0) > max(hi90 - lo90, 0.0):
+        flags.append("far_miss")
+    return tuple(flags)
 
 
 def check_marginals(m: Marginals, task: Task) -> str | None:
@@ -93,8 +130,10 @@ def score_task(task: Task, m: Marginals, engine: str) -> TaskScore:
     for i, p in enumerate(INTERVALS):
         lo, hi = qs[:, 1 + 2 * i], qs[:, 2 + 2 * i]
         inside[p] = int(np.sum((y >= lo) & (y <= hi)))
-    final_true = float(y[-1])
+    final_true = task.final_true
     final_pred = float(median[-1])
+    i90 = 1 + 2 * INTERVALS.index(0.9)
+    sanity = sanity_flags(task, m, final_pred, float(qs[-1, i90]), float(qs[-1, i90 + 1]))
     abs_err = abs(final_pred - final_true)
     stt_err = stt_pred = None
     if task.target is not None and task.target_x_true is not None:
@@ -117,7 +156,7 @@ def score_task(task: Task, m: Marginals, engine: str) -> TaskScore:
         ll=ll, ll_norm=ll + float(np.log(task.scale)), crps=c, crps_norm=c / task.scale,
         final_pred=final_pred, final_abs_err=abs_err, final_rel_err=abs_err / max(abs(final_true), 1e-12),
         final_norm_err=abs_err / task.scale, pit=np.asarray(pit, dtype=np.float64), inside=inside,
-        n_points=len(y), stt_err=stt_err, stt_pred=stt_pred, events=events,
+        n_points=len(y), stt_err=stt_err, stt_pred=stt_pred, events=events, sanity=sanity,
     )
 
 
@@ -165,6 +204,8 @@ def aggregate(scores: Iterable[TaskScore]) -> dict[str, float]:
             "n_points": float(n_pts),
             "stt_err_median": _nan_stat(stt, np.median) if stt else float("nan"),
             "stt_n": float(len(stt)),
+            "n_insane": float(sum(1 for s in ok if s.sanity)),
+            **{f"n_{flag}": float(sum(1 for s in ok if flag in s.sanity)) for flag in SANITY_FLAGS},
         }
     )
     for p in INTERVALS:

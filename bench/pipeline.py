@@ -17,9 +17,9 @@ from .data.synthetic import lcpfn_prior_curves
 from curvecast.dataplane import DataPlaneSettings
 
 from .cache import DEFAULT_CACHE_DIR
-from .engines import BASELINES, CALIBRATION_BAR, DEFAULT_ENGINES, E2E_QUANTILES, SLOW_BASELINES, resolve_engines
+from .engines import BASELINES, CALIBRATION_BAR, CURVECAST_ENGINES, DEFAULT_ENGINES, E2E_QUANTILES, SLOW_BASELINES, resolve_engines
 from .metrics import PIT_LEVELS, TaskScore, aggregate, event_reliability, event_stats, pit_reliability
-from .runner import EngineRun, run_engine
+from .runner import EngineRun, reproducibility, run_engine, served
 from .speed import machine_info, measure_speed
 from .tasks import CUTOFFS, Task, make_tasks
 
@@ -103,6 +103,18 @@ def pick_examples(tasks: list[Task], sources: list[str]) -> dict[str, list[Task]
     return out
 
 
+REPRO_PER_SOURCE = 8
+
+
+def _repro_sample(tasks: list[Task], sources: list[str], per_source: int) -> list[Task]:
+    """A few tasks of every source (every cutoff) for the reproducibility check, chosen by key order."""
+    out: list[Task] = []
+    for src in sources:
+        mine = sorted((t for t in tasks if t.source == src), key=lambda t: t.key)
+        out += mine[:: max(len(mine) // per_source, 1)][:per_source]
+    return out
+
+
 def _groups(runs: list[EngineRun], sources: list[str], cutoffs: tuple[float, ...]) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     groups: list[dict[str, Any]] = []
     macro: dict[str, Any] = {}
@@ -126,7 +138,7 @@ def _groups(runs: list[EngineRun], sources: list[str], cutoffs: tuple[float, ...
             agg: dict[str, float] = {}
             for k in keys:
                 vals = [m[k] for m in sel if k in m and m[k] == m[k]]
-                if k in ("n_tasks", "n_failed", "n_points", "stt_n", "n_overconfident"):
+                if k in ("n_tasks", "n_failed", "n_points", "stt_n", "n_overconfident", "n_insane") or k.startswith("n_"):
                     agg[k] = float(sum(vals))
                 elif vals:
                     agg[k] = float(sum(vals) / len(vals))
@@ -184,9 +196,14 @@ def run_bench(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[Task]], 
     example_keys = {t.key for ts in examples.values() for t in ts}
     runs: list[EngineRun] = []
     info: dict[str, str] = {}
+    repro: dict[str, dict[str, float]] = {}
+    repro_tasks = _repro_sample(tasks, sources_run, 4 if cfg.quick else REPRO_PER_SOURCE)
     for label, eng in engines:
         t0 = time.perf_counter()
-        run = run_engine(label, eng, tasks, example_keys)
+        post = served if label in CURVECAST_ENGINES and cfg.mode == "inprocess" else None  # the served answer
+        run = run_engine(label, eng, tasks, example_keys, post=post)
+        if label in CURVECAST_ENGINES:
+            repro[label] = reproducibility(eng, repro_tasks, post)
         try:  # after the run: e2e engines report which server engines answered
             i = eng.info()
             info[label] = f"{i.name} {i.version} on {i.provider}" + (f" – {i.detail}" if i.detail else "")
@@ -242,9 +259,10 @@ def run_bench(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[Task]], 
         "macro": macro,
         "reliability": reliability,
         "events": _events(runs, sources_run, cfg.cutoffs),
+        "reproducibility": repro,
         "pit_levels": PIT_LEVELS.tolist(),
         "tasks": [
-            {"key": s.key, "engine": s.engine, "error": s.error, "ll": s.ll, "ll_norm": s.ll_norm, "crps_norm": s.crps_norm, "final_pred": s.final_pred, "final_rel_err": s.final_rel_err, "stt_err": s.stt_err}
+            {"key": s.key, "engine": s.engine, "error": s.error, "ll": s.ll, "ll_norm": s.ll_norm, "crps_norm": s.crps_norm, "final_pred": s.final_pred, "final_rel_err": s.final_rel_err, "stt_err": s.stt_err, "sanity": list(s.sanity)}
             for r in runs
             for s in r.scores
         ],

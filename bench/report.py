@@ -496,6 +496,65 @@ def plot_vs_cutoff(results: dict[str, Any], out: Path, metric: str) -> str | Non
 
 
 # ---- markdown ---------------------------------------------------------------------------------------
+RAW_PAIRS = (("nanogpt_train", "nanogpt_train_blocks"),)  # (raw per-step source, its block-mean twin)
+
+
+def sanity_markdown(results: dict[str, Any]) -> str:
+    """Issue 12's sanity table: per source and cutoff, how many answers each engine got absurdly wrong."""
+    cutoffs = results["config"]["cutoffs"]
+    engines = results["engines"]["ran"]
+    by = {(g["source"], g["cutoff"], g["engine"]): g["metrics"] for g in results["groups"]}
+    header = ["source"] + [f"{e} @{'/'.join(str(int(c * 100)) for c in cutoffs)}%" for e in engines]
+    rows = []
+    totals = {e: {f: 0 for f in ("n_insane", "n_below_floor", "n_absurd_median", "n_far_miss", "n_tasks")} for e in engines}
+    for src in results["sources_run"]:
+        row: list[Any] = [src]
+        for e in engines:
+            cells = []
+            for c in cutoffs:
+                m = by.get((src, c, e))
+                cells.append("–" if m is None or "n_insane" not in m else str(int(m["n_insane"])))
+                for f in totals[e]:
+                    totals[e][f] += int(m.get(f, 0)) if m else 0
+            row.append("/".join(cells))
+        rows.append(row)
+    sums = _table(["engine", "answers", "absurd (any)", "below floor / above ceiling", "median off > 50% with last value within 10%", "final value missed by more than the 90% width"],
+                  [[e, t["n_tasks"], t["n_insane"], t["n_below_floor"], t["n_absurd_median"], t["n_far_miss"]] for e, t in totals.items()])
+    return ("Counts of answers no user should get (bench/metrics.py `sanity_flags`): a quantile below the metric's floor "
+            "(declared, or 0 for a loss) or above its ceiling; a final median off by more than 50% although the last "
+            "observed value is within 10% of the truth; a final value farther outside the 90% interval than the interval "
+            "is wide. Cells: counts at each cutoff.\n\n" + _table(header, rows) + "\n\nTotals:\n\n" + sums)
+
+
+def raw_vs_blocks_markdown(results: dict[str, Any]) -> str:
+    """Raw per-step input against block means of the same runs (issue 12: within 10%, coverage no worse)."""
+    by = {(g["source"], g["cutoff"], g["engine"]): g["metrics"] for g in results["groups"]}
+    rows = []
+    for raw, blocks in RAW_PAIRS:
+        for e in results["engines"]["ran"]:
+            for c in results["config"]["cutoffs"]:
+                a, b = by.get((raw, c, e)), by.get((blocks, c, e))
+                if not a or not b or "final_rel_err_median" not in a or "final_rel_err_median" not in b:
+                    continue
+                ra, rb = a["final_rel_err_median"], b["final_rel_err_median"]
+                rows.append([raw, e, f"{int(c * 100)}%", ra, rb, ra / rb if rb > 0 else None, a.get("cover90"), b.get("cover90")])
+    if not rows:
+        return "No raw/block-mean source pair ran."
+    return ("Same runs, same final value (mean of the last 100 per-step losses): the forecast from the raw per-step "
+            "log against the one from its 100-step block means. Target: ratio <= 1.10, coverage no worse.\n\n"
+            + _table(["raw source", "engine", "cutoff", "final rel err raw", "final rel err blocks", "raw ÷ blocks", "cover90 raw", "cover90 blocks"], rows))
+
+
+def repro_markdown(results: dict[str, Any]) -> str:
+    rep = results.get("reproducibility")
+    if not rep:
+        return "Not run."
+    rows = [[e, r["n"], r["repeat_mismatch"], r["subset_mismatch"], fmt(r["max_abs_diff"], 3)] for e, r in rep.items()]
+    return ("Each Curvecast engine answers a sample of tasks twice with the same request, and once with every other "
+            "query x left out; answers must be identical at every common x (bit for bit).\n\n"
+            + _table(["engine", "tasks", "repeat differs", "subset differs", "max |diff|"], rows))
+
+
 def render_markdown(results: dict[str, Any], plots: dict[str, Any]) -> str:
     cfg = results["config"]
     parts = [f"# Curvecast ruler report\n\nGenerated {cfg['date']} by `{cfg['command']}`"]
@@ -532,6 +591,9 @@ def render_markdown(results: dict[str, Any], plots: dict[str, Any]) -> str:
         + "\n\n" + default_engine_markdown(results)
         + "\n\n" + cost_markdown(results)
     )
+    parts.append("## Sanity (issue 12)\n\n" + sanity_markdown(results)
+                 + "\n\n### Raw per-step input vs block means\n\n" + raw_vs_blocks_markdown(results)
+                 + "\n\n### Reproducibility\n\n" + repro_markdown(results))
     parts.append("## Learned-engine targets on real curves (issue 5)\n\n" + targets_markdown(results))
     parts.append("## Who wins where\n\nCells: engine(s) best at the most cutoffs (count / cutoffs compared).\n\n" + wins_markdown(results))
     if plots.get("vs_cutoff"):

@@ -18,6 +18,7 @@ from .data.record import CurveRecord
 CUTOFFS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
 TARGET_FRACTION = 0.9  # the steps-to-target target is the true value reached 90% into the remaining run
 MIN_TARGET_POINTS = 5  # fewer held-out points make steps-to-target trivially exact (the last point)
+MAX_HELD_OUT = 256  # longer held-out parts (raw per-step logs) are scored on this many evenly spaced points
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Task:
     target_x_true: float | None  # first held-out x where the truth reaches the target
     incumbent: float | None = None  # median final value of the other runs in the curve's group
     top_target: float | None = None  # best-quartile final value of the other runs in the group
+    final_truth: float | None = None  # the run's final value when its last point is noisy (raw logs), else y_true[-1]
+
+    @property
+    def final_true(self) -> float:
+        return float(self.y_true[-1]) if self.final_truth is None else self.final_truth
 
     @property
     def key(self) -> str:
@@ -110,6 +116,9 @@ def make_tasks(records: list[CurveRecord], cutoffs: tuple[float, ...] = CUTOFFS,
                 continue
             x_obs, y_obs = rec.x[:n_obs].copy(), rec.y[:n_obs].copy()
             x_true, y_true = rec.x[n_obs:].copy(), rec.y[n_obs:].copy()
+            if len(x_true) > MAX_HELD_OUT:  # always keeps the last point
+                keep = np.unique(np.round(np.linspace(0, len(x_true) - 1, MAX_HELD_OUT)).astype(int))
+                x_true, y_true = x_true[keep], y_true[keep]
             curve = Curve(
                 x=x_obs,
                 y=y_obs,
@@ -123,5 +132,6 @@ def make_tasks(records: list[CurveRecord], cutoffs: tuple[float, ...] = CUTOFFS,
             run = RunInfo(total_steps=rec.budget, schedule=sched, model_params=rec.n_params, tokens_per_step=rec.tokens_per_step)
             query = ForecastQuery(curve=curve, run=run, x_query=x_true.copy())
             target, target_x = _target(rec, x_c, x_true, y_true, y_obs)
-            tasks.append(Task(rec.source, rec.run_id, c, query, x_obs, y_obs, x_true, y_true, scale, target, target_x, incumbent, top))
+            final_truth = rec.meta.get("final_truth")
+            tasks.append(Task(rec.source, rec.run_id, c, query, x_obs, y_obs, x_true, y_true, scale, target, target_x, incumbent, top, None if final_truth is None else float(final_truth)))
     return tasks

@@ -263,7 +263,7 @@ def test_short_curve_fallback_follows_latest_slope(eng):
     assert med > 3.56 - (3.69 - 3.56) / np.log(1.5) * np.log(2.0)
     # a stuck run is forecast to stay put, but may still start learning (the spread says so)
     stuck = _one(eng, _query(x, [4.85, 4.85, 4.85], [6.0], lower_bound=0.0))
-    assert abs(float(stuck.marginals.quantile(0.5)[0]) - 4.85) < 0.01
+    assert abs(float(stuck.marginals.quantile(0.5)[0]) - 4.85) < 0.02  # 0.4% of the level
     assert stuck.marginals.cdf(np.array([4.7]))[0] > 0.01
 
 

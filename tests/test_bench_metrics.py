@@ -88,3 +88,27 @@ def test_peer_thresholds_exclude_own_curve():
     assert th["r0"][0] == 3.0  # median of the others' finals 2, 3, 4
     assert th["r3"][0] == 2.0  # median of 1, 2, 3: its own final (4) does not count
     assert th["r0"][1] == np.quantile([2.0, 3.0, 4.0], 0.25)
+
+
+def _task_with_truth(final_true: float, last_obs: float):
+    x = np.arange(1.0, 11.0)
+    y = np.concatenate([[3.0, 2.6, 2.3, 2.1, last_obs], np.linspace(last_obs, final_true, 6)[1:]])
+    rec = CurveRecord("r", "s", x, y, budget=10.0)
+    (task,) = make_tasks([rec], (0.5,))
+    return task
+
+
+def test_sanity_flags_name_each_absurd_answer_and_only_those():
+    task = _task_with_truth(2.0, 2.05)
+    truth = task.final_true
+    sane = Marginals.from_gaussian(task.x_true, np.full(len(task.x_true), truth), np.full(len(task.x_true), 0.05))
+    assert score_task(task, sane, "e").sanity == ()
+    below = Marginals.from_gaussian(task.x_true, np.full(len(task.x_true), truth), np.full(len(task.x_true), 2.0))
+    assert "below_floor" in score_task(task, below, "e").sanity  # a loss quantile under 0
+    jump = Marginals.from_gaussian(task.x_true, np.full(len(task.x_true), 0.4 * truth), np.full(len(task.x_true), 0.2))
+    assert "absurd_median" in score_task(task, jump, "e").sanity
+    far = Marginals.from_gaussian(task.x_true, np.full(len(task.x_true), truth + 0.5), np.full(len(task.x_true), 0.05))
+    flags = score_task(task, far, "e").sanity
+    assert "far_miss" in flags and "absurd_median" not in flags
+    agg = aggregate([score_task(task, m, "e") for m in (sane, below, jump, far)])
+    assert agg["n_insane"] == 3 and agg["n_far_miss"] == 2 and agg["n_below_floor"] == 1

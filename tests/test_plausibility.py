@@ -170,3 +170,21 @@ def test_the_data_plane_warns_when_the_goal_contradicts_the_curve():
                       x_query=np.array([600.0, 1000.0]))
     res = _serve(AnalyticEngine(), q)
     assert any("goal=maximize" in w for w in res.warnings)
+
+
+def test_a_curve_that_never_moved_gets_a_band_that_lets_it_move():
+    """A stalled run (the same value again and again, e.g. a log-loss stuck at one value) has no noise
+    to size its band from; a zero-width answer would miss any change by more than its own width."""
+    x = np.arange(1.0, 9.0) * 10.0
+    curve = Curve(x=x, y=np.full(len(x), 2.733), lower_bound=0.0)
+    xq = np.array([160.0, 800.0])
+    flat = _rows(xq, [[2.733] * 7, [2.733] * 7])
+    out = review(_query(curve, xq), flat)
+    width = out.marginals.quantile(0.95) - out.marginals.quantile(0.05)
+    lh = np.log(xq / 80.0)
+    assert np.allclose(width, 0.2 * lh * 2.733, rtol=0.02)  # grows with the horizon, from the level
+    assert out.marginals.quantile(0.5) == pytest.approx([2.733, 2.733])
+    assert any("has not moved at all" in w for w in out.warnings)
+    # a curve that moves, however little, keeps its noise-sized widening
+    moving = Curve(x=x, y=2.733 + 1e-4 * np.sin(x), lower_bound=0.0)
+    assert not any("has not moved" in w for w in review(_query(moving, xq), flat).warnings)

@@ -60,7 +60,8 @@ class CurveRecord:
 
     @property
     def final(self) -> float:
-        return float(self.y[-1])
+        """The run's final value: ``meta.final_truth`` for raw (noisy) logs, else the last value."""
+        return float(self.meta.get("final_truth", self.y[-1]))
 
     def __len__(self) -> int:
         return len(self.x)

@@ -98,26 +98,28 @@ def load_taskset(data: Path, cap: int, seed: int, split: str = "all") -> SourceL
 LCDB_LEARNERS_PER_DATASET = 8
 
 
-def load_lcdb(data: Path, cap: int, seed: int, split: str = "all", min_anchors: int = 8) -> SourceLoad:
-    """LCDB validation accuracy vs training-set size, averaged over seeds at each anchor.
+def load_lcdb(data: Path, cap: int, seed: int, split: str = "all", min_anchors: int = 8, metric: str = "accuracy") -> SourceLoad:
+    """LCDB validation accuracy (or log-loss: ``metric="logloss"``) vs training-set size, averaged over
+    seeds at each anchor. Log-loss is the case of a validation loss that can turn up with more data.
 
     An anchor is kept when at least half of the curve's most-covered anchor's seed pairs report it, so
     the mean is not dominated by the few seeds that reached the largest sizes.
     """
-    out = SourceLoad("lcdb")
-    df = pd.read_parquet(data / "lcdb" / "database-accuracy.parquet", columns=["openmlid", "learner", "size_train", "score_valid"])
+    name = "lcdb" if metric == "accuracy" else f"lcdb_{metric}"
+    out = SourceLoad(name)
+    df = pd.read_parquet(data / "lcdb" / f"database-{metric}.parquet", columns=["openmlid", "learner", "size_train", "score_valid"])
     df = df[np.isfinite(df["score_valid"].to_numpy())]
     anchors = df[["openmlid", "learner", "size_train"]].drop_duplicates().groupby(["openmlid", "learner"]).size()
     ok = [(int(a), str(b)) for (a, b), n in anchors.items() if n >= min_anchors]
     out.notes.append(f"{len(ok)} of {len(anchors)} (dataset, learner) curves have >= {min_anchors} anchors")
     # Sample whole datasets (up to 8 learners each) so "beats the other learners on this dataset" events
     # have peers; oversample because the seed-coverage filter below drops some curves.
-    rng = _rng("lcdb", seed)
+    rng = _rng(name, seed)
     by_ds: dict[int, list[tuple[int, str]]] = {}
     for k in ok:
         by_ds.setdefault(k[0], []).append(k)
     chosen: list[tuple[int, str]] = []
-    datasets = sorted(d for d in by_ds if in_split("lcdb", d, split))  # split by dataset: no shared datasets
+    datasets = sorted(d for d in by_ds if in_split("lcdb", d, split))  # the same split for every metric  # split by dataset: no shared datasets
     for ds in (datasets[i] for i in rng.permutation(len(datasets))):
         chosen += _sample(by_ds[ds], LCDB_LEARNERS_PER_DATASET, rng)
         if len(chosen) >= 2 * cap:
@@ -129,8 +131,13 @@ def load_lcdb(data: Path, cap: int, seed: int, split: str = "all", min_anchors: 
         if len(g) < min_anchors:
             continue
         x = g["size_train"].to_numpy(dtype=np.float64)
+        y = g["mean"].to_numpy(dtype=np.float64)
+        if metric == "accuracy":
+            goal, lo, hi = Goal.MAXIMIZE, 0.0, 1.0
+        else:
+            goal, lo, hi = Goal.MINIMIZE, 0.0, None
         out.records.append(
-            CurveRecord(f"lcdb/{oid}/{learner}", "lcdb", x, g["mean"].to_numpy(dtype=np.float64), Goal.MAXIMIZE, XKind.SAMPLES, float(x[-1]), "accuracy", lower_bound=0.0, upper_bound=1.0, meta={"openmlid": int(oid), "learner": str(learner), "group": str(oid)})
+            CurveRecord(f"{name}/{oid}/{learner}", name, x, y, goal, XKind.SAMPLES, float(x[-1]), metric, lower_bound=lo, upper_bound=hi, meta={"openmlid": int(oid), "learner": str(learner), "group": str(oid)})
         )
         if len(out.records) >= cap:
             break
@@ -200,6 +207,41 @@ def load_nanogpt(data: Path, cap: int, seed: int, split: str = "all", min_points
     return out
 
 
+RAW_BLOCK = 100  # steps per block mean in the nanogpt_train_blocks source (what users smooth to)
+
+
+def load_nanogpt_train(data: Path, cap: int, seed: int, split: str = "all", block: int = 0) -> SourceLoad:
+    """modded-nanogpt per-step *train* loss, as a training loop logs it (raw, from step 0 or 1).
+
+    ``block`` > 0 gives the same runs as block means of ``block`` steps (``nanogpt_train_blocks``), the
+    smoothing a caller would otherwise do by hand. Both are scored against the same final value, the
+    mean of the run's last ``RAW_BLOCK`` per-step losses (``meta.final_truth``), so raw vs block-mean
+    input compares like with like.
+    """
+    out = SourceLoad("nanogpt_train_blocks" if block else "nanogpt_train")
+    df = pd.read_csv(data / "modded_nanogpt" / "train_curves.csv.gz", usecols=["run_id", "step", "total_steps", "train_loss"])
+    df = df[np.isfinite(df["train_loss"].to_numpy())].sort_values(["run_id", "step"]).drop_duplicates(["run_id", "step"], keep="last")
+    keys = sorted(str(k) for k, n in df.groupby("run_id").size().items() if n >= 4 * RAW_BLOCK)
+    keys = [k for k in keys if in_split("nanogpt_train", k, split)]
+    out.notes.append(f"{len(keys)} runs with >= {4 * RAW_BLOCK} per-step points" + (f"; block means of {block} steps" if block else "; raw per-step"))
+    for rid in _sample(keys, cap, _rng("nanogpt_train", seed)):
+        r = df[df.run_id == rid]
+        x = r["step"].to_numpy(dtype=np.float64)
+        y = r["train_loss"].to_numpy(dtype=np.float64)
+        total = float(r["total_steps"].iloc[0]) if np.isfinite(r["total_steps"].iloc[0]) else float(x[-1])
+        budget = max(total, float(x[-1]))
+        final_truth = float(np.mean(y[-RAW_BLOCK:]))
+        if block:
+            n_blocks = len(x) // block
+            cut = len(x) - n_blocks * block  # the first partial block is dropped, the tail stays aligned
+            x = x[cut:].reshape(n_blocks, block).mean(axis=1)
+            y = y[cut:].reshape(n_blocks, block).mean(axis=1)
+        out.records.append(
+            CurveRecord(f"{out.name}/{rid}", out.name, x, y, Goal.MINIMIZE, XKind.STEP, budget, "train_loss", lower_bound=0.0, meta={"group": "track_1_short", "final_truth": final_truth, "run": rid})
+        )
+    return out
+
+
 def load_multipowerlaw(data: Path, cap: int, seed: int, split: str = "all") -> SourceLoad:
     """Multi-Power-Law: train loss every 128 steps with the LR at each step (given as the planned schedule)."""
     out = SourceLoad("multipowerlaw")
@@ -246,6 +288,9 @@ LOADERS: dict[str, tuple[str, Callable[..., SourceLoad]]] = {
     "scan_vlm": ("scan_bench/vlm/data.csv.gz", load_scan_vlm),
     "scan_llm": ("scan_bench/llm/configs_intermediate_summary.csv.gz", load_scan_llm),
     "nanogpt": ("modded_nanogpt/val_curves.csv.gz", load_nanogpt),
+    "nanogpt_train": ("modded_nanogpt/train_curves.csv.gz", load_nanogpt_train),
+    "nanogpt_train_blocks": ("modded_nanogpt/train_curves.csv.gz", lambda *a, **k: load_nanogpt_train(*a, **k, block=RAW_BLOCK)),
+    "lcdb_logloss": ("lcdb/database-logloss.parquet", lambda *a, **k: load_lcdb(*a, **k, metric="logloss")),
     "multipowerlaw": ("multipowerlaw/all_curves.csv", load_multipowerlaw),
     "gemstones": ("gemstones/fineweb_edu_losses_combined.jsonl", load_gemstones),
 }

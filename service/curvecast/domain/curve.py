@@ -8,7 +8,7 @@ increasing x, ...).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import numpy as np
@@ -97,6 +97,12 @@ class LrSchedule:
     def is_constant(self) -> bool:
         return self.shape is ScheduleShape.CONSTANT and self.warmup_steps <= 0
 
+    def rescaled(self, k: float) -> "LrSchedule":
+        """The same plan with every x multiplied by ``k`` (e.g. epochs -> steps)."""
+        return replace(self, warmup_steps=self.warmup_steps * k, total_steps=self.total_steps * k,
+                       decay_start=self.decay_start * k, step_interval=self.step_interval * k,
+                       steps=None if self.steps is None else np.asarray(self.steps, dtype=np.float64) * k)
+
 
 @dataclass(frozen=True)
 class Curve:
@@ -181,6 +187,7 @@ class ForecastQuery:
     engine: str = ""  # "" lets the service choose
     # validation's notes on input accepted with a documented meaning; answered as response warnings
     notes: tuple[str, ...] = ()
+    sweep: "SweepContext | None" = None  # sibling runs of the same sweep (curvecast.sweep uses them)
 
     @property
     def horizon(self) -> float:
@@ -188,3 +195,22 @@ class ForecastQuery:
         if self.run.total_steps is not None:
             return float(self.run.total_steps)
         return float(self.x_query[-1]) if len(self.x_query) else self.curve.last_x
+
+
+@dataclass(frozen=True)
+class SiblingRun:
+    """Another run of the same sweep, validated: its curve (same goal and x kind as the query) and budget."""
+
+    run_id: str
+    curve: Curve
+    budget: float  # in the sibling's x units (the query's total_steps when the caller left it unset)
+    finished: bool = False  # trained to its budget
+    hyperparameters: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """The sweep a forecast run belongs to: its siblings (never the run itself), passed with each call."""
+
+    sweep_id: str = ""
+    siblings: tuple[SiblingRun, ...] = ()

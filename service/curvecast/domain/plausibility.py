@@ -37,6 +37,7 @@ MIN_SUPPORT_POINTS = 5  # fewer points say too little about the curve's movement
 STABLE_REL = 0.10  # "the last value is within 10%": the last third moved less than this share ...
 JUMP_REL = 0.50  # ... yet the median moves more than this share of the level: replaced
 MIN_WIDTH_NOISE = 0.1  # a 90% band narrower than this many noise sds (or 1e-6 of the level) is widened
+STUCK_WIDTH = 0.2  # a curve that has not moved at all: 90% width per unit log-horizon, share of its level
 CONSERVATIVE_DF = 3.0  # the replacement's Student-t: heavy enough that a miss costs nats, not thousands
 TREND_RANK = 0.8  # Spearman correlation of value with x that counts as "steadily" rising or falling
 _ACCURACY = re.compile(r"(^|[^a-z])(acc|accuracy|top-?[15]|auc|auroc|f1|precision|recall|iou|map|exact_match|em|hit(s)?@?\d*)([^a-z]|$)")
@@ -137,7 +138,9 @@ def review(query: ForecastQuery, marginals: Marginals) -> Review:
         far = ctx.level - floor_z > reach
         collapsed |= far & (q05 <= floor_z + 1e-12 * max(abs(floor_z), abs(ctx.level), _TINY))
     bad = ahead & (off | collapsed)
-    min_width = max(MIN_WIDTH_NOISE * ctx.noise, 1e-6 * abs(ctx.level), _TINY)
+    min_width = np.full(len(x), max(MIN_WIDTH_NOISE * ctx.noise, 1e-6 * abs(ctx.level), _TINY))
+    if ctx.stuck:  # nothing measured says how far it may move: no narrower than a share of its level
+        min_width = np.maximum(min_width, STUCK_WIDTH * lh * abs(ctx.level))
     narrow = ahead & ~bad & (q95 - q05 < min_width)
     if not (bad.any() or narrow.any()):
         return Review(Marginals(marginals.x, values, mean), tuple(warnings))
@@ -157,9 +160,11 @@ def review(query: ForecastQuery, marginals: Marginals) -> Review:
                         f"(level {sign * ctx.level:.4g}, recent movement {ctx.move:.3g}); replaced by a "
                         "conservative forecast around the curve's level")
     if narrow.any():
-        zv[narrow] = zv[narrow] + (min_width / (2.0 * 1.6448536269514722)) * _Z_LEVELS[None]
+        zv[narrow] = zv[narrow] + (min_width[narrow, None] / (2.0 * 1.6448536269514722)) * _Z_LEVELS[None]
+        why = ("the curve has not moved at all, so nothing bounds how far it may move: a share of its level"
+               if ctx.stuck else "the curve's noise")
         warnings.append(f"the forecast band at {_xs(x[narrow])} had (almost) zero width; widened to "
-                        f"{min_width:.3g} (the curve's noise)")
+                        f"{float(np.max(min_width[narrow])):.3g} ({why})")
     out = np.clip(zv * sign if sign > 0 else (zv * sign)[:, ::-1], lo, hi)
     redo = bad | narrow
     fresh = Marginals.from_quantile_values(x[redo], out[redo])
@@ -205,6 +210,7 @@ class _Context:
     noise: float
     stable: bool  # the last third stayed within STABLE_REL of the last value
     origin: float  # x origin for the horizon ratio
+    stuck: bool = False  # the later half is exactly flat (a saturated or quantised metric, a stalled run)
 
     @classmethod
     def of(cls, curve: Curve, z: np.ndarray, noise: float) -> "_Context":
@@ -217,7 +223,8 @@ class _Context:
         third = z[-max(n // 3, 2) :]
         stable = bool(np.max(np.abs(third - z[-1])) <= STABLE_REL * max(abs(z[-1]), _TINY)) and abs(z[-1]) > 0
         x = np.asarray(curve.x, dtype=np.float64)
-        return cls(level, move, noise, stable, min(float(x[0]), 0.0))
+        stuck = bool(np.ptp(late) <= 1e-12 * scale)
+        return cls(level, move, noise, stable, min(float(x[0]), 0.0), stuck)
 
 
 def _conservative(centre: np.ndarray, ctx: _Context, lh: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from .fit import FamilyFit, Problem, fit_all, make_problem
 from .output import fallback, target_details, to_marginals
 from .prep import MIN_FIT_POINTS, prepare
 from .randomness import curve_rng, normal_scores
+from .turn import detect_turn, turn_warning, with_turn
 from .spread import (
     curve_scale,
     floor_sd,
@@ -45,6 +46,7 @@ from .spread import (
 
 VERSION = "0.4.0"
 N_SAMPLES = 1000
+GROWTH_SCALE = 1.0  # model-error growth measured on the prefix's own holdouts, times this
 SHORT_WARNING = "curve too short to say much"
 
 
@@ -250,7 +252,7 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         finite = np.isfinite(pred)
         if not finite.all():  # row 0 is the fitted law itself (draws[0] == params)
             np.copyto(pred, np.broadcast_to(pred[0:1], pred.shape).copy(), where=~finite)
-        growth = fit.growth if fit.holdout_rmse is not None else default_growth
+        growth = GROWTH_SCALE * (fit.growth if fit.holdout_rmse is not None else default_growth)
         extra = np.sqrt(base_var + (growth * lh) ** 2 + floor2)
         # clip the law, not the noise: clipped samples piled on one value make a zero-width tail
         np.maximum(pred, env_lo, out=pred)
@@ -259,10 +261,16 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         if z_target is not None:
             target_parts.append(_target_u(fit, draws, z_target, prep.sign))
     z_samples = with_planned_anneal(q, z_all, rng)
-    z_samples, z_sorted = with_wide_component_sorted(z_samples, np.sort(z_samples, axis=0), prep.z_last, scale, uq)
     warnings = list(notes)
+    turn = detect_turn(np.asarray(curve.x, dtype=np.float64), curve.goal.sign * np.asarray(curve.y, dtype=np.float64))
+    if turn is not None:  # overfitting: the monotone families alone would forecast a recovery
+        z_samples = with_turn(turn, z_samples, q.x_query, rng)
+        warnings.append(turn_warning(turn, prep.sign))
+    z_samples, z_sorted = with_wide_component_sorted(z_samples, np.sort(z_samples, axis=0), prep.z_last, scale, uq)
     details: dict[str, float] = {f"weight_{f.name}": float(w) for f, w in zip(fits, weights)}
     details.update(noise_sd=float(prep.raw_noise), fit_points=float(len(prep.z)), skipped_warmup=float(prep.skipped_warmup))
+    if turn is not None:
+        details.update(turn_x=turn.x_min, turn_slope=prep.sign * turn.slope)
     if target_parts:
         target_details(details, np.concatenate(target_parts) * prep.t_last + prep.t_shift, q)
     marg = to_marginals(q, z_samples, warnings, z_sorted)

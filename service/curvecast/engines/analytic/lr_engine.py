@@ -19,7 +19,7 @@ other x asked.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -77,15 +77,16 @@ MPL_NAMES = ("floor L0", "amplitude A", "exponent alpha", "annealing strength B"
 
 
 def wants_lr_law(q: ForecastQuery) -> bool:
+    """A minimised, positive curve with a known LR. Any x unit works (steps, tokens, epochs, samples): the
+    schedule is in the curve's x units, and rescaling x only rescales the laws' amplitudes."""
     c = q.curve
     has_lr = q.run.schedule is not None or (c.lr is not None and len(c.lr) == len(c.x))
     return (
         has_lr
         and c.goal is Goal.MINIMIZE
-        and c.x_kind is XKind.STEP
         and len(c.x) >= MIN_POINTS
         and bool(np.all(c.y > 0))
-        and float(c.x[-1]) >= 10.0
+        and (c.x_kind is not XKind.STEP or float(c.x[-1]) >= 10.0)
     )
 
 
@@ -127,9 +128,45 @@ def _with_origin(x: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(x, dtype=np.float64), np.asarray(lr, dtype=np.float64)
 
 
+NOMINAL_STEPS = 10_000.0  # x units without a known step count are mapped so the plan lasts this many steps
+
+
+def steps_per_x(q: ForecastQuery) -> float:
+    """Training steps per x unit: 1 for steps, 1/tokens_per_step for tokens when known; otherwise (epochs,
+    samples, tokens at an unknown rate) a nominal rate that makes the plan NOMINAL_STEPS long. The laws'
+    optimiser-momentum time constant and priors are per step, so the fit must see (nominal) steps."""
+    if q.curve.x_kind is XKind.STEP:
+        return 1.0
+    if q.curve.x_kind is XKind.TOKENS and q.run.tokens_per_step:
+        return 1.0 / q.run.tokens_per_step
+    return NOMINAL_STEPS / max(_plan_end(q), 1e-300)
+
+
 def lr_forecast(q: ForecastQuery, seed: int = 0, notes: list[str] | None = None) -> EngineForecast | None:
     """Forecast under the planned schedule, or None to let the curve families answer (with the reason
-    appended to ``notes`` when the fitted law is implausible)."""
+    appended to ``notes`` when the fitted law is implausible). Curves in epochs, samples or tokens are
+    fitted in steps (``steps_per_x``) and answered in their own x units."""
+    k = steps_per_x(q)
+    if k == 1.0:
+        return _lr_forecast_steps(q, seed, notes)
+    c, run = q.curve, q.run
+    in_steps = replace(
+        q,
+        curve=replace(c, x=np.asarray(c.x, dtype=np.float64) * k, x_kind=XKind.STEP,
+                      diverged_at=None if c.diverged_at is None else c.diverged_at * k),
+        run=replace(run, total_steps=None if run.total_steps is None else run.total_steps * k,
+                    schedule=None if run.schedule is None else run.schedule.rescaled(k)),
+        x_query=np.asarray(q.x_query, dtype=np.float64) * k,
+    )
+    res = _lr_forecast_steps(in_steps, seed, notes)
+    if res is None:
+        return None
+    m = res.marginals
+    details = {key: (v / k if key.startswith("target_x_") or key == "grid_step" else v) for key, v in res.details.items()}
+    return replace(res, marginals=type(m)(np.asarray(q.x_query, dtype=np.float64), m.values, m.mean), details=details)
+
+
+def _lr_forecast_steps(q: ForecastQuery, seed: int = 0, notes: list[str] | None = None) -> EngineForecast | None:
     notes = [] if notes is None else notes
     c = q.curve
     built = _schedule_grid(q)

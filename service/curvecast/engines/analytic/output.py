@@ -82,7 +82,7 @@ def finite_marginals(m: Marginals, default: float) -> Marginals:
 # ---- fallback: last value with a spread that widens with the horizon ----------------------------------
 FALLBACK_TREND = 0.5  # share of the latest log-x slope continued (improving direction)
 FALLBACK_TREND_WORSE = 0.25  # ... and when the curve got worse over the observed part
-FALLBACK_LEVEL = 0.03  # base spread at least this share of the level
+FALLBACK_LEVEL = 0.06  # base spread at least this share of the level (3% missed short ScAn curves by far)
 FALLBACK_SD_BASE = 0.25  # sd per unit log-horizon, in units of the base spread
 FALLBACK_SD_SHIFT = 0.5  # extra sd per unit of the trend shift (the trend itself is uncertain)
 N_FALLBACK_SAMPLES = 2000
@@ -92,7 +92,7 @@ def fallback(q: ForecastQuery, warnings: list[str]) -> EngineForecast:
     """Last value, the latest trend in log x damped, a spread growing with log-horizon, heavy tails.
 
     Used for very short curves and after numerical failures, so it must never be overconfident: its
-    base spread is the latest change, at least 3% of the level (20% with a single point); the slope
+    base spread is the latest change, at least 6% of the level (20% with a single point); the slope
     of the last segment in log x is continued at half strength (curves decelerate). Every x is
     computed on its own from stratified normal scores, so it is deterministic and does not depend on
     which other x were asked.

@@ -82,6 +82,41 @@ def warmup_end(z: np.ndarray) -> int:
     return int(np.argmax(head))
 
 
+TRANSIENT_MIN_POINTS = 200  # per-step logs: shorter curves are evaluations, whose first point is data
+TRANSIENT_BINS = 24  # log-spaced bins for the slope profile
+TRANSIENT_KEEP = 0.5  # never drop more than this share of the observed x range
+
+
+def transient_end(t: np.ndarray, z: np.ndarray) -> int:
+    """Index where an initial transient of a raw per-step log ends, or 0.
+
+    A training loss logged from step 0 first sits near its initial value, then falls steeply (the
+    unigram/bigram phase of an LLM), and only then follows a power law. In log-time a power law's
+    improvement rate only slows down; a transient shows as a rate that first *rises* to a peak. The
+    transient ends where the rate, after its peak, has fallen to half of it."""
+    n = len(z)
+    if n < TRANSIENT_MIN_POINTS or t[0] <= 0:
+        return 0
+    edges = np.geomspace(t[0], t[-1] * (1 + 1e-12), TRANSIENT_BINS + 1)
+    idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, TRANSIENT_BINS - 1)
+    counts = np.bincount(idx, minlength=TRANSIENT_BINS)
+    filled = np.flatnonzero(counts > 0)
+    if len(filled) < 8:
+        return 0
+    lt = np.array([np.mean(np.log(t[idx == b])) for b in filled])
+    zb = np.array([np.median(z[idx == b]) for b in filled])
+    rate = -np.diff(zb) / np.diff(lt)
+    peak = int(np.argmax(rate))
+    if peak == 0 or rate[0] > 0.5 * rate[peak] or rate[peak] <= 0:
+        return 0
+    below = np.flatnonzero(rate[peak:] < 0.5 * rate[peak])
+    if not len(below):
+        return 0
+    t_end = float(np.exp(lt[peak + below[0]]))
+    t_end = min(t_end, t[0] + TRANSIENT_KEEP * (t[-1] - t[0]))
+    return int(np.searchsorted(t, t_end))
+
+
 def _rolling_median(z: np.ndarray, k: int) -> np.ndarray:
     if len(z) < k:
         return z
@@ -101,6 +136,10 @@ def prepare(curve: Curve, max_points: int = MAX_POINTS) -> Prepared:
         step = float(x[1] - x[0]) if len(x) > 1 else 1.0
         t_shift = float(x[0] - step)
     t = x - t_shift
+    k0 = transient_end(t, z)
+    if k0:
+        x, z, t = x[k0:], z[k0:], t[k0:]
+        i0 += k0
     raw_noise = max(robust_noise(z), 1e-5 * float(np.median(np.abs(z))), 1e-12)
     u_raw = t / t[-1]
     if len(z) > max_points:
