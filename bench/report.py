@@ -526,6 +526,33 @@ def sanity_markdown(results: dict[str, Any]) -> str:
             "is wide. Cells: counts at each cutoff.\n\n" + _table(header, rows) + "\n\nTotals:\n\n" + sums)
 
 
+FAMILY_BASELINES = ("pow3_ls", "pow3_robust", "best_of_families")  # "the best single family" of issue 12
+
+
+def vs_families_markdown(results: dict[str, Any]) -> str:
+    """Each Curvecast engine's median final error ÷ the best curve family's (pow3 by least squares or
+    robust, best of five families), with its 90% coverage, per source and cutoff (issue 12's target:
+    <= 1 everywhere, coverage 0.85-0.95)."""
+    by = {(g["source"], g["cutoff"], g["engine"]): g["metrics"] for g in results["groups"]}
+    fams = [f for f in FAMILY_BASELINES if f in results["engines"]["ran"]]
+    mine = [e for e in results["engines"]["ran"] if e not in baselines_of(results)]
+    if not fams or not mine:
+        return "No curve-family baseline ran."
+    cutoffs = results["config"]["cutoffs"]
+    rows = []
+    for src in results["sources_run"]:
+        for e in mine:
+            row: list[Any] = [src, e]
+            for c in cutoffs:
+                a = by.get((src, c, e), {})
+                f = [by[(src, c, b)]["final_rel_err_median"] for b in fams if "final_rel_err_median" in by.get((src, c, b), {})]
+                row.append("–" if "final_rel_err_median" not in a or not f else f"{fmt(a['final_rel_err_median'] / max(min(f), 1e-12), 2)} ({fmt(a.get('cover90'), 2)})")
+            rows.append(row)
+    return ("Median final-value error ÷ the best curve family's at that source and cutoff (< 1: better), "
+            "with the engine's 90% coverage in brackets.\n\n"
+            + _table(["source", "engine"] + [f"@{int(c * 100)}%" for c in cutoffs], rows))
+
+
 def raw_vs_blocks_markdown(results: dict[str, Any]) -> str:
     """Raw per-step input against block means of the same runs (issue 12: within 10%, coverage no worse)."""
     by = {(g["source"], g["cutoff"], g["engine"]): g["metrics"] for g in results["groups"]}
@@ -592,6 +619,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, Any]) -> str:
         + "\n\n" + cost_markdown(results)
     )
     parts.append("## Sanity (issue 12)\n\n" + sanity_markdown(results)
+                 + "\n\n### Against the best single curve family\n\n" + vs_families_markdown(results)
                  + "\n\n### Raw per-step input vs block means\n\n" + raw_vs_blocks_markdown(results)
                  + "\n\n### Reproducibility\n\n" + repro_markdown(results))
     parts.append("## Learned-engine targets on real curves (issue 5)\n\n" + targets_markdown(results))

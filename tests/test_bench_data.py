@@ -109,3 +109,16 @@ def test_lcpfn_prior_curves_follow_the_prior():
     assert np.mean(y[:, -1] > y[:, 0]) > 0.85  # clean curves end above their start; noise flips a few
     assert np.mean((y > -0.1) & (y < 1.1)) > 0.99 and np.median(y.max(axis=1) - y.min(axis=1)) > 0.05
     assert {r.goal for r in a} == {Goal.MAXIMIZE}
+
+
+def test_raw_per_step_source_and_its_block_means_share_runs_and_final_values():
+    data = default_data_dir()
+    if not (data / "modded_nanogpt" / "train_curves.csv.gz").exists():
+        pytest.skip(f"modded_nanogpt train logs absent under {data}")
+    raw = load_source("nanogpt_train", data, 3, seed=0)
+    blocks = load_source("nanogpt_train_blocks", data, 3, seed=0)
+    assert [r.meta["run"] for r in raw.records] == [r.meta["run"] for r in blocks.records]
+    for r, b in zip(raw.records, blocks.records):
+        assert r.final == b.final == pytest.approx(float(np.mean(r.y[-100:])))
+        assert len(b.x) == len(r.x) // 100 and b.x[-1] == pytest.approx(np.mean(r.x[-100:]))
+        assert r.budget == b.budget

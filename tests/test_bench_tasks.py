@@ -65,3 +65,18 @@ def test_target_is_better_than_prefix_and_reached_by_truth():
             i = int(np.searchsorted(t.x_true, t.target_x_true))
             assert sign * t.y_true[i] <= sign * t.target + 1e-12
             assert np.all(sign * t.y_true[:i] > sign * t.target)
+
+
+def test_a_raw_log_is_scored_on_its_final_truth_and_a_bounded_held_out_sample():
+    """Raw per-step logs: the final value is the mean of the last losses, not the noisy last one, and
+    thousands of held-out steps are scored on MAX_HELD_OUT evenly spaced ones (the last always kept)."""
+    from bench.tasks import MAX_HELD_OUT
+
+    x = np.arange(1.0, 5001.0)
+    y = 3.0 + x**-0.3 + np.random.default_rng(0).normal(0, 0.1, len(x))
+    rec = CurveRecord("raw", "s", x, y, meta={"final_truth": float(np.mean(y[-100:]))})
+    (task,) = make_tasks([rec], (0.4,))
+    assert len(task.x_true) == MAX_HELD_OUT and task.x_true[-1] == 5000.0
+    assert np.all(np.diff(task.x_true) > 0) and task.x_true[0] > 2000.0
+    assert task.final_true == rec.final == float(np.mean(y[-100:]))
+    assert task.final_true != task.y_true[-1]

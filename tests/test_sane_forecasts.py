@@ -116,3 +116,14 @@ def test_raw_per_step_input_is_forecast_as_well_as_its_block_means(seed):
     err_blocks = abs(forecast_one(blocks).marginals.quantile(0.5)[0] - truth) / truth
     assert err_raw < 0.04  # without the transient left out: up to 18% at 20% of the run
     assert err_raw <= err_blocks + 0.01
+
+
+def test_the_learned_engine_reads_a_schedule_given_in_epochs():
+    from curvecast.engines.learned.engine import LearnedEngine
+    from curvecast.server.config import BUNDLED_MODEL
+
+    eng = LearnedEngine.load(BUNDLED_MODEL)
+    q = _query(XKind.EPOCH, 1.0 / STEPS_PER_EPOCH)
+    flat = ForecastQuery(curve=q.curve, run=RunInfo(total_steps=q.run.total_steps), x_query=q.x_query)
+    with_plan, without = (r.marginals.quantile(0.5) for r in eng.forecast([q, flat]))
+    assert with_plan[-1] < without[-1] - 0.01  # the cooldown in the epoch plan lowers the forecast
