@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from ...blas import single_threaded_blas
-from ...domain.curve import ForecastQuery
+from ...domain.curve import ForecastQuery, XKind
 from ...domain.errors import InvalidRequest
 from ..base import EngineForecast, EngineInfo
 from ..magnitude import rescale
@@ -46,6 +46,9 @@ from .spread import (
 
 VERSION = "0.4.0"
 N_SAMPLES = 1000
+# overfitting is a training-time effect: a learning curve in training-set size that dips (LCDB) is not
+# a run that keeps getting worse, and continuing it over a log-spaced x would collapse it
+TURN_X_KINDS = (XKind.STEP, XKind.EPOCH)
 GROWTH_SCALE = 1.0  # model-error growth measured on the prefix's own holdouts, times this
 SHORT_WARNING = "curve too short to say much"
 
@@ -262,7 +265,9 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
             target_parts.append(_target_u(fit, draws, z_target, prep.sign))
     z_samples = with_planned_anneal(q, z_all, rng)
     warnings = list(notes)
-    turn = detect_turn(np.asarray(curve.x, dtype=np.float64), curve.goal.sign * np.asarray(curve.y, dtype=np.float64))
+    turn = None
+    if curve.x_kind in TURN_X_KINDS:
+        turn = detect_turn(np.asarray(curve.x, dtype=np.float64), curve.goal.sign * np.asarray(curve.y, dtype=np.float64))
     if turn is not None:  # overfitting: the monotone families alone would forecast a recovery
         z_samples = with_turn(turn, z_samples, q.x_query, rng)
         warnings.append(turn_warning(turn, prep.sign))

@@ -23,6 +23,7 @@ MIN_AFTER_SHARE = 1 / 6  # ... and at least this share of the curve
 TURN_RANK = 0.6  # Spearman correlation with x of the points after the minimum: "steadily" worse
 MIN_RISE_NOISE = 3.0  # the rise must exceed this many noise sds ...
 MIN_RISE_RANGE = 0.03  # ... and this share of the curve's range
+MIN_RISE_LEVEL = 0.01  # ... and this share of its level (a flat curve's wiggles are no turn)
 TURN_SHARE = 0.75  # share of sample paths that continue the turn
 
 
@@ -66,7 +67,10 @@ def detect_turn(x: np.ndarray, z: np.ndarray) -> Turn | None:
     slope, intercept, _, _ = stats.theilslopes(zs, xs)
     resid = zs - (intercept + slope * xs)
     line_noise = float(1.4826 * np.median(np.abs(resid - np.median(resid))))
-    if not np.isfinite(slope) or slope * (xs[-1] - xs[0]) <= max(MIN_RISE_NOISE * line_noise, MIN_RISE_RANGE * float(np.ptp(z))):
+    rise = slope * (xs[-1] - xs[0])
+    drop = float(smooth[0] - smooth[i_min])  # a U: the curve improved first, by more than it turned
+    if not np.isfinite(slope) or rise <= max(MIN_RISE_NOISE * line_noise, MIN_RISE_RANGE * float(np.ptp(z)),
+                                             MIN_RISE_LEVEL * abs(float(smooth[i_min]))) or drop < rise:
         return None
     return _fit_u(x, z, float(xs[0]), max(float(slope), 0.0))
 
