@@ -34,7 +34,12 @@ def shared_data() -> Path:
 
 
 class ServerProcess:
+    """The real server in a subprocess. One process unless ``--workers`` is passed: most tests check
+    single-process behaviour (log order, per-process counters), and a 2-core CI runs many servers."""
+
     def __init__(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        if "--workers" not in extra:
+            extra = ("--workers", "1", *extra)
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"

@@ -49,7 +49,6 @@ N_SAMPLES = 1000
 # overfitting is a training-time effect: a learning curve in training-set size that dips (LCDB) is not
 # a run that keeps getting worse, and continuing it over a log-spaced x would collapse it
 TURN_X_KINDS = (XKind.STEP, XKind.EPOCH)
-GROWTH_SCALE = 1.0  # model-error growth measured on the prefix's own holdouts, times this
 SHORT_WARNING = "curve too short to say much"
 
 
@@ -255,7 +254,7 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
         finite = np.isfinite(pred)
         if not finite.all():  # row 0 is the fitted law itself (draws[0] == params)
             np.copyto(pred, np.broadcast_to(pred[0:1], pred.shape).copy(), where=~finite)
-        growth = GROWTH_SCALE * (fit.growth if fit.holdout_rmse is not None else default_growth)
+        growth = fit.growth if fit.holdout_rmse is not None else default_growth
         extra = np.sqrt(base_var + (growth * lh) ** 2 + floor2)
         # clip the law, not the noise: clipped samples piled on one value make a zero-width tail
         np.maximum(pred, env_lo, out=pred)
@@ -266,8 +265,8 @@ def _families_forecast(q: ForecastQuery, families, seed: int) -> EngineForecast:
     z_samples = with_planned_anneal(q, z_all, rng)
     warnings = list(notes)
     turn = None
-    if curve.x_kind in TURN_X_KINDS:
-        turn = detect_turn(np.asarray(curve.x, dtype=np.float64), curve.goal.sign * np.asarray(curve.y, dtype=np.float64))
+    if curve.x_kind in TURN_X_KINDS:  # on the fit points: long curves are binned (bounded cost)
+        turn = detect_turn(prep.u * prep.t_last + prep.t_shift, prep.z)
     if turn is not None:  # overfitting: the monotone families alone would forecast a recovery
         z_samples = with_turn(turn, z_samples, q.x_query, rng)
         warnings.append(turn_warning(turn, prep.sign))
