@@ -8,7 +8,8 @@
 # runtime dependencies are installed from constraints/serve.txt (and constraints/gpu.txt for the GPU
 # image), the pinned sets the tests ran against (`make lock` regenerates them).
 # Ports: 50051 gRPC, 9464 Prometheus /metrics. Configuration: CURVECAST_* environment variables (see
-# `curvecast-server --help`).
+# `curvecast-server --help`). The CPU image starts one server process per core of the container's CPU
+# limit (CURVECAST_WORKERS, docs/workers.md); the GPU image one (one CUDA session per container).
 #
 # onnxruntime is pinned here (ORT_CPU / ORT_GPU, the same versions as in constraints/, which the
 # image build filters them out of so that one build argument switches them). onnxruntime-gpu and CUDA
@@ -65,6 +66,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     CURVECAST_PORT=50051 \
     CURVECAST_METRICS_PORT=9464 \
     CURVECAST_DEVICE=cuda \
+    CURVECAST_WORKERS=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001

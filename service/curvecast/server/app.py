@@ -4,7 +4,9 @@ Start-up order matters: engines load and warm up before health reports SERVING; 
 fails to load leaves the server answering from the analytic engine (reported NOT_SERVING under its
 own health name) instead of crash-looping. SIGTERM flips health to NOT_SERVING, admits every call
 already received, refuses later ones with UNAVAILABLE and lets in-flight ones finish within ``grace_s``
-(see ``RunningServer.stop``); SIGHUP reloads the learned model beside the old one.
+(see ``RunningServer.stop``); SIGHUP reloads the learned model beside the old one. With ``--workers`` > 1
+``main`` starts a supervisor instead (``workers.py``): each worker process is this same server, sharing
+the port.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from curvecast_api.v1 import curvecast_pb2 as pb
 from curvecast_api.v1 import curvecast_pb2_grpc as pb_grpc
 
 from ..dataplane import DataPlane, DataPlaneSettings
+from ..decisions.policy import Action
 from ..domain.curve import Curve, ForecastQuery, RunInfo, StopPolicy
 from ..domain.validation import Limits
 from ..engines.base import EngineInfo
@@ -37,6 +40,7 @@ from . import metrics
 from .config import Settings, load_settings
 from .interceptors import DecodeGuardInterceptor, DrainInterceptor, MetricsInterceptor
 from .servicer import CurvecastServicer
+from .workers import exit_with_supervisor, supervise, worker_index
 
 log = logging.getLogger("curvecast.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Curvecast"].full_name
@@ -49,7 +53,7 @@ _UNWIND_S = 5.0  # how long cut calls get to unwind before the process exits
 
 
 class _JsonFormatter(logging.Formatter):
-    _EXTRA = ("rpc", "code", "ms", "request_id", "port", "cut", "waiting")
+    _EXTRA = ("rpc", "code", "ms", "request_id", "port", "cut", "waiting", "worker")
 
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
@@ -60,12 +64,28 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class _WorkerTag(logging.Filter):
+    """Tags every record of a worker process with its index, so the workers' interleaved logs can be told apart."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    index = worker_index()
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = "" if index is None else f"[worker {index}] "
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s"))
+    if index is not None:
+        handler.addFilter(_WorkerTag(index))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
@@ -275,12 +295,13 @@ async def start(settings: Settings, *, metrics_server: bool = True) -> RunningSe
     # Close connections now and then so clients balancing over a headless Service see new pods; a connection
     # aged out during a drain keeps its calls as long as the drain does.
     age_grace_ms = max(30_000, int(settings.grace_s * 1000))
-    server, core_calls = CoreCalls.create_server(lambda: grpc.aio.server(
-        interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes),
-                 ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", age_grace_ms),
-                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                 ("grpc.keepalive_permit_without_calls", 1), ("grpc.enable_channelz", 1)]))
+    options = [("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes),
+               ("grpc.max_connection_age_ms", 300_000), ("grpc.max_connection_age_grace_ms", age_grace_ms),
+               ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+               ("grpc.keepalive_permit_without_calls", 1), ("grpc.enable_channelz", 1)]
+    if worker_index() is not None:  # one of --workers processes: the kernel spreads connections over them
+        options.append(("grpc.so_reuseport", 1))
+    server, core_calls = CoreCalls.create_server(lambda: grpc.aio.server(interceptors=interceptors, options=options))
     pb_grpc.add_CurvecastServicer_to_server(CurvecastServicer(dataplane, limits, StopPolicy()), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -300,6 +321,7 @@ async def start(settings: Settings, *, metrics_server: bool = True) -> RunningSe
         await dataplane.forecast(_warmup_query_for(name))
         log.info("warmed up engine %s in %.0f ms", name, (time.perf_counter() - started) * 1e3)
     metrics.set_engine_status(registry.infos())
+    metrics.initialise(("analytic", "learned"), [a.value for a in Action])
     await health_servicer.set(LEARNED_HEALTH, health_pb2.HealthCheckResponse.SERVING if registry.available("learned")
                               else health_pb2.HealthCheckResponse.NOT_SERVING)
     await health_servicer.set(ANALYTIC_HEALTH, health_pb2.HealthCheckResponse.SERVING)
@@ -322,6 +344,7 @@ async def _gauges(dataplane: DataPlane) -> None:
     while True:
         metrics.QUEUE_DEPTH.set(dataplane.queue_depth)
         metrics.INFLIGHT.set(dataplane.inflight)
+        metrics.refresh_grpc_queue()
         await asyncio.sleep(1.0)
 
 
@@ -359,6 +382,8 @@ async def serve(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(running.reload_learned()))
+    if worker_index() is not None:  # a worker drains and exits when its supervisor is gone
+        exit_with_supervisor(loop, stop.set)
     announce_ready(settings, running.port)
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
@@ -366,8 +391,11 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     settings = load_settings(argv)
     configure_logging(settings)
+    if worker_index() is None and settings.resolved_workers > 1:
+        sys.exit(supervise(settings, argv))
     try:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:

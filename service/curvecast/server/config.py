@@ -20,6 +20,7 @@ class Settings:
     host: str = "[::]"
     port: int = 50051
     metrics_port: int = 9464
+    workers: int = 0
     model: str = str(BUNDLED_MODEL)
     device: str = "cpu"
     default_engine: str = "analytic"
@@ -40,6 +41,11 @@ class Settings:
     auth_tokens: str = ""
 
     @property
+    def resolved_workers(self) -> int:
+        """Server processes sharing the port (0 = one per usable core; 1 = a single process, no supervisor)."""
+        return self.workers if self.workers > 0 else usable_cpus()
+
+    @property
     def resolved_engine_threads(self) -> int:
         return self.engine_threads or max(os.cpu_count() or 1, 1)
 
@@ -54,10 +60,12 @@ OPTIONS: dict[str, str] = {
     "host": "address to bind the gRPC server to",
     "port": "gRPC port",
     "metrics_port": "Prometheus /metrics HTTP port (0 disables)",
+    "workers": "server processes sharing the gRPC port (SO_REUSEPORT) under one supervisor that restarts them and "
+               "serves their summed metrics (0 = one per usable core, 1 = a single process)",
     "model": "path of the learned engine's ONNX file (its model-card.json must sit beside it)",
     "device": "cpu, cuda or auto: execution provider for the learned engine (falls back to CPU if CUDA is unusable)",
     "default_engine": "engine for requests that name none: ensemble, learned or analytic",
-    "engine_threads": "threads running engine batches (0 = number of CPUs)",
+    "engine_threads": "threads running engine batches, per worker process (0 = number of CPUs, shared out over --workers)",
     "ort_threads": "onnxruntime intra-op threads per inference",
     "analytic_workers": "processes for analytic fits, so batches do not serialise on the GIL (0 = in threads)",
     "max_batch": "largest dynamic batch of curves per engine call",
@@ -80,6 +88,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
+
+
+def usable_cpus() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's limit),
+    since ``os.cpu_count()`` reports the whole node inside a container."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(n, 1)
 
 
 def env_name(name: str) -> str:
