@@ -20,6 +20,7 @@ from curvecast.dataplane import DataPlaneSettings
 from curvecast.domain.curve import ForecastQuery
 from curvecast.domain.distribution import LEVELS, Marginals
 from curvecast.engines.base import Engine, EngineForecast, EngineInfo
+from curvecast.engines.ensemble import StackingModel, combine
 
 from .baselines import BestOfFamiliesEngine, LastValueEngine, Pow3LSEngine, RobustPow3Engine
 from .cache import DEFAULT_CACHE_DIR, CachedEngine
@@ -31,6 +32,7 @@ BASELINES = ("last_value", "empirical_spread", "pow3_ls", "pow3_robust", "best_o
 SLOW_BASELINES = ("pow3_robust", "best_of_families")  # answers cached per code and data version
 CALIBRATION_BAR = "empirical_spread"
 CURVECAST_ENGINES = ("analytic", "learned", "ensemble")
+FIXED_MIXTURE = "mixture_fixed"  # the 0.75/0.25 CDF mixture that was the ensemble before issue 17 (opt-in)
 DEFAULT_ENGINES = ("analytic", "learned", "ensemble") + BASELINES
 ENSEMBLE_WEIGHTS: tuple[tuple[str, float], ...] = DataPlaneSettings().ensemble_weights  # the server's own default
 E2E_QUANTILES: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995)
@@ -75,14 +77,20 @@ def _load_inprocess(name: str, model_path: Path | None, device: str = "cpu") -> 
 
 
 class EnsembleEngine:
-    """In-process mixture of Curvecast engines (CDFs averaged with fixed weights), like the server's default."""
+    """In-process ensemble of Curvecast engines, combined exactly as the server combines them
+    (``curvecast.engines.ensemble.combine``): the stacking model's cells when one is given, else CDFs
+    averaged with the fixed weights."""
 
     name = "ensemble"
 
-    def __init__(self, parts: Sequence[tuple[Engine, float]]):
+    def __init__(self, parts: Sequence[tuple[Engine, float]], stacking: StackingModel | None = None):
         self.parts = list(parts)
+        self.stacking = stacking
 
     def info(self) -> EngineInfo:
+        if self.stacking is not None:
+            return EngineInfo(self.name, f"stacked@{self.stacking.sha256[:12]}", "stacking",
+                              detail=f"{len(self.stacking.cells)} cells over {', '.join(self.stacking.engines)}")
         return EngineInfo(self.name, "1", "mixture", detail=", ".join(f"{e.name} x{w:g}" for e, w in self.parts))
 
     def forecast(self, queries: Sequence[ForecastQuery]) -> list[EngineForecast | Exception]:
@@ -94,7 +102,9 @@ class EnsembleEngine:
                 out.append(answers[0][i])
                 continue
             try:
-                m = Marginals.mixture([f.marginals for f, _ in ok], [w for _, w in ok])  # type: ignore[union-attr]
+                q = queries[i]
+                at = int(np.argmin(np.abs(np.asarray(q.x_query, np.float64) - q.horizon)))  # the budget's row
+                m = combine(q, ok, at, self.stacking).marginals  # type: ignore[arg-type]
                 out.append(EngineForecast(m, self.name))
             except Exception as e:  # noqa: BLE001
                 out.append(e)
@@ -216,6 +226,14 @@ def _q_lookup(quantiles: Any, level: float) -> float:
     raise KeyError(f"quantile {level} missing from the server's answer")
 
 
+def _stacking_for(get) -> StackingModel | None:
+    """The server's stacking model, if it was fitted for the learned model the bench loaded."""
+    model = DataPlaneSettings().stacking
+    if model is None or not model.learned_sha256:
+        return model
+    return model if model.learned_sha256[:12] in get("learned").info().version else None
+
+
 def resolve_engines(names: Sequence[str], mode: str = "inprocess", server: str | None = None, model_path: Path | None = None, device: str = "cpu", cache_dir: Path | None = DEFAULT_CACHE_DIR) -> tuple[list[tuple[str, Engine]], dict[str, str], dict[str, float]]:
     """Load the requested engines; returns ([(label, engine)], {skipped label: reason}, {label: load seconds}).
 
@@ -239,7 +257,10 @@ def resolve_engines(names: Sequence[str], mode: str = "inprocess", server: str |
                     raise ValueError("e2e mode needs --server HOST:PORT")
                 eng: Engine = E2EEngine(server, name)
             elif name == "ensemble":
+                eng = EnsembleEngine([(get(n), w) for n, w in ENSEMBLE_WEIGHTS], _stacking_for(get))
+            elif name == FIXED_MIXTURE:
                 eng = EnsembleEngine([(get(n), w) for n, w in ENSEMBLE_WEIGHTS])
+                eng.name = FIXED_MIXTURE
             else:
                 eng = get(name)
                 if name in SLOW_BASELINES and cache_dir is not None:

@@ -165,7 +165,18 @@ def main() -> None:
     ap.add_argument("--a3-starts", type=int, default=64)
     ap.add_argument("--sources", default="porian,gadre,gemstones,scan_llm")
     ap.add_argument("--drops", default="0,0.1,0.25,0.5", help="Gemstones drop-early fractions to compare")
+    ap.add_argument("--estimators", default=None, metavar="DELTA:P,...",
+                    help="ablation: the estimators Curvecast chooses among (Huber delta : size-weight power; the "
+                    "first is the default), instead of curvecast.scaling.fit.ESTIMATORS")
+    ap.add_argument("--misspec-kappa", type=float, default=None,
+                    help="ablation: the kappa above which other estimators are tried (fit.MISSPEC_KAPPA)")
     args = ap.parse_args()
+    from curvecast.scaling import fit as fit_module
+
+    if args.estimators:
+        fit_module.ESTIMATORS = tuple(tuple(float(v) for v in e.split(":")) for e in args.estimators.split(","))
+    if args.misspec_kappa is not None:
+        fit_module.MISSPEC_KAPPA = args.misspec_kappa
     src = args.sources.split(",")
     drops = tuple(sorted({float(x) for x in args.drops.split(",")} | {DEFAULT_DROP_EARLY}))
     rows: list[dict] = []

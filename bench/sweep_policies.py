@@ -14,7 +14,8 @@ import numpy as np
 
 from curvecast.decisions.calibration import IDENTITY, Recalibration
 from curvecast.decisions.policy import Action, decide, divergence_reason, p_beats
-from curvecast.domain.curve import Curve, Goal, StopPolicy
+from curvecast.domain.curve import Curve, Goal, SiblingRun, StopPolicy, SweepContext
+from curvecast.sweep import SweepParams, apply_sweep
 
 from .sweep_data import SweepRun, SweepTask
 from .sweep_sim import ForecastCache
@@ -30,6 +31,9 @@ class Method:
 
     def run(self, task: SweepTask, run: SweepRun, incumbent: float | None) -> int:
         return run.n_points
+
+    def observed(self, task: SweepTask, run: SweepRun, n: int) -> None:
+        """The run was trained for ``n`` points (what a later run's sweep context can show of it)."""
 
 
 class OptunaMethod(Method):
@@ -141,15 +145,48 @@ class PolicyKnobs:
                    p.min_fraction_observed, p.compute_weight)
 
 
+def sibling_of(task: SweepTask, run: SweepRun, n: int) -> SiblingRun | None:
+    """What a scheduler has seen of a run trained for ``n`` points: its finite values so far."""
+    k = min(n, len(run.y))
+    if k < 1:
+        return None
+    curve = Curve(run.x[:k], run.y[:k], goal=task.goal, x_kind=task.x_kind, lower_bound=task.lower_bound,
+                  upper_bound=task.upper_bound)
+    return SiblingRun(run.run_id, curve, task.budget, finished=k == len(run.y) and run.diverged_at is None)
+
+
+def with_sweep(fc, siblings: list[SiblingRun], params: SweepParams, budget: float):
+    """The cached engine forecast combined with the order's earlier runs (the server's apply_sweep step)."""
+    if not siblings or fc.grid is None:
+        return fc.final, fc.grid
+    q = replace(fc.query, sweep=SweepContext("order", tuple(siblings)))
+    grid = apply_sweep(q, fc.grid, params).marginals
+    if grid is fc.grid:
+        return fc.final, fc.grid
+    return grid.at(int(np.argmin(np.abs(grid.x - budget)))), grid
+
+
 class CurvecastPolicy(Method):
-    """Curvecast's ``decide`` at every point; divergence is checked before any forecast is needed."""
+    """Curvecast's ``decide`` at every point; divergence is checked before any forecast is needed. With
+    ``sweep`` the forecasts carry sweep context: the order's earlier runs as far as they were trained."""
 
     name = "curvecast"
 
     def __init__(self, cache: ForecastCache, knobs: PolicyKnobs = PolicyKnobs(), recal_beat: Recalibration = IDENTITY,
-                 name: str = "curvecast"):
+                 name: str = "curvecast", sweep: SweepParams | None = None):
         self.cache, self.knobs, self.recal_beat, self.name = cache, knobs, recal_beat, name
+        self.sweep = sweep
+        self.siblings: list[SiblingRun] = []
         self.actions: dict[str, int] = {}
+
+    def new_order(self, task: SweepTask, order: int) -> None:
+        self.siblings = []
+
+    def observed(self, task: SweepTask, run: SweepRun, n: int) -> None:
+        if self.sweep is not None:
+            s = sibling_of(task, run, n)
+            if s is not None:
+                self.siblings.append(s)
 
     def run(self, task: SweepTask, run: SweepRun, incumbent: float | None) -> int:
         policy = self.knobs.stop_policy()
@@ -164,8 +201,9 @@ class CurvecastPolicy(Method):
             if fc.final is None:
                 continue
             q = replace(fc.query, incumbent=incumbent, policy=policy)
+            final, grid = (fc.final, fc.grid) if self.sweep is None else with_sweep(fc, self.siblings, self.sweep, task.budget)
             # the protocol keeps each run's best checkpoint: its result is its best value
-            rec = decide(q, fc.final, fc.grid, None, recal_beat=self.recal_beat, checkpoint_best=True)
+            rec = decide(q, final, grid, None, recal_beat=self.recal_beat, checkpoint_best=True)
             if rec.action.is_stop:
                 self._count(rec.action)
                 return n

@@ -9,13 +9,17 @@ from pathlib import Path
 import numpy as np
 
 METHOD_ORDER = ("none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patience",
-                "lcpfn_rule", "curvecast_safe", "curvecast", "curvecast_default", "curvecast_aggressive", "curvecast_raw")
+                "lcpfn_rule", "curvecast_safe", "curvecast", "curvecast_default", "curvecast_aggressive", "curvecast_raw",
+                "curvecast_sweep", "curvecast_default_sweep", "curvecast_aggressive_sweep")
 COLORS = dict(zip(METHOD_ORDER, ("black", "tab:blue", "tab:cyan", "tab:green", "tab:red", "tab:olive", "tab:purple",
-                                 "tab:brown", "gold", "tab:pink", "tab:orange", "magenta", "tab:gray")))
+                                 "tab:brown", "gold", "tab:pink", "tab:orange", "magenta", "tab:gray",
+                                 "darkviolet", "darkorange", "crimson")))
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patience", "lcpfn_rule")
 # issue 13's targets: (method, min gmean saving, max excess regret, max best-killed) on each source
 TARGETS = (("curvecast", 3.3, 0.005, 0.05), ("curvecast_default", 3.3, 0.005, 0.05),
-           ("curvecast_aggressive", 5.0, 0.02, None))
+           ("curvecast_aggressive", 5.0, 0.02, None), ("curvecast_sweep", 3.3, 0.005, 0.05),
+           ("curvecast_default_sweep", 3.3, 0.005, 0.05), ("curvecast_aggressive_sweep", 5.0, 0.02, None))
+AHEAD_OF = ("curvecast", "curvecast_default", "curvecast_sweep", "curvecast_default_sweep")  # checked vs PRUNERS
 ECE_TARGET = 0.03
 MATCH_TOL = 0.005  # "matched regret": a pruner's excess regret within this of Curvecast's
 
@@ -173,7 +177,10 @@ def render_markdown(p: dict) -> str:
     L.append("`beat_incumbent`: P(the run's result beats the incumbent) when the result is its best checkpoint "
              "(the protocol's meaning, what the policy acts on here); `beat_incumbent_last`: the same when the "
              "result is its value at the budget (`keep_best_checkpoint=false`), against the best last value of "
-             "1-19 other runs. Both only for runs that do not already lead under that meaning.")
+             "1-19 other runs. Both only for runs that do not already lead under that meaning. `*_sweep`: the "
+             "same probabilities forecast with sweep context (the incumbent's runs, whole, as siblings), under the "
+             "map the server applies today (fitted without context) and, `*_own_map`, under a map fitted on the "
+             "tuning tasks' probabilities with context.")
     L.append("")
     L.append("| event | n | base rate | ECE raw | BSS raw | ECE recalibrated | BSS recalibrated | map |")
     L.append("|---|---|---|---|---|---|---|---|")
@@ -233,13 +240,14 @@ def target_checks(p: dict) -> list[str]:
             kill = "" if max_kill is None else f", best killed {100 * s['best_killed']:.1f}% (<= {100 * max_kill:g}%)"
             out.append(f"- {m} on {src}: saving {s['gmean_saving']:.2f}x (>= {min_sav:g}x), excess regret "
                        f"{s['excess_regret']:+.4f} (<= {max_ex:g}){kill}: {'met' if ok else '**NOT met**'}")
-    for src, per in summ.items():
-        cc = per.get("curvecast")
+    for name, src in ((n, s) for n in AHEAD_OF for s in summ):
+        per = summ[src]
+        cc = per.get(name)
         if cc is None:
             continue
         behind = [m for m in PRUNERS if m in per and per[m]["excess_regret"] <= cc["excess_regret"] + MATCH_TOL
                   and per[m]["gmean_saving"] >= cc["gmean_saving"]]
-        out.append(f"- curvecast ahead of every pruner and the LC-PFN rule at matched regret on {src}: "
+        out.append(f"- {name} ahead of every pruner and the LC-PFN rule at matched regret on {src}: "
                    + ("met" if not behind else "**NOT met** (as good or better: " + ", ".join(
                        f"{m} {per[m]['gmean_saving']:.2f}x {per[m]['excess_regret']:+.4f}" for m in behind) + ")"))
     c = p["calibration"].get("beat_incumbent")

@@ -114,6 +114,7 @@ def simulate(task: SweepTask, method: "Method", orders: list[np.ndarray]) -> lis
         for j, i in enumerate(idx):
             run = task.runs[int(i)]
             n = int(np.clip(method.run(task, run, inc), 1, run.n_points))
+            method.observed(task, run, n)
             early += n < run.n_points
             if j == top and task.value(run, n) != full[top]:
                 killed = True

@@ -63,7 +63,10 @@ from .sweep_data import (  # noqa: F401  (re-exported: the benchmark's public na
     TARGET_QUANTILE, SweepRun, SweepTask, _make_run, _rng, _step_cost, default_data_dir, load_lcdb_tasks,
     load_scan_vlm_tasks, load_table_tasks, load_taskset_tasks,
 )
-from .sweep_policies import CurvecastPolicy, LcpfnRule, Method, OptunaMethod, PolicyKnobs, optuna_methods  # noqa: F401
+from .sweep_policies import (  # noqa: F401
+    CurvecastPolicy, LcpfnRule, Method, OptunaMethod, PolicyKnobs, optuna_methods, sibling_of, with_sweep,
+)
+from curvecast.sweep import DEFAULT_PARAMS as SWEEP_PARAMS
 from .sweep_report import (  # noqa: F401
     COLORS, METHOD_ORDER, _fmt_speed, _json_default, render_markdown, rerender, summarize, write_plots,
 )
@@ -89,7 +92,8 @@ PRESET_LIMITS = {"safe": (0.001, 0.02), "balanced": (0.005, 0.05), "aggressive":
 @dataclass
 class CalibrationSample:
     """Raw probabilities and outcomes. ``beat``: the result is the best checkpoint (the protocol's
-    meaning); ``beat_last``: the result is the value at the budget (no checkpoint kept)."""
+    meaning); ``beat_last``: the result is the value at the budget (no checkpoint kept); ``*_sweep``: the
+    same events forecast with sweep context (the incumbent's runs, whole, as the siblings)."""
 
     p_beat: list[float] = field(default_factory=list)
     y_beat: list[float] = field(default_factory=list)
@@ -97,9 +101,14 @@ class CalibrationSample:
     y_beat_last: list[float] = field(default_factory=list)
     p_target: list[float] = field(default_factory=list)
     y_target: list[float] = field(default_factory=list)
+    p_beat_sweep: list[float] = field(default_factory=list)
+    y_beat_sweep: list[float] = field(default_factory=list)
+    p_beat_last_sweep: list[float] = field(default_factory=list)
+    y_beat_last_sweep: list[float] = field(default_factory=list)
 
     def extend(self, other: "CalibrationSample") -> None:
-        for k in ("p_beat", "y_beat", "p_beat_last", "y_beat_last", "p_target", "y_target"):
+        for k in ("p_beat", "y_beat", "p_beat_last", "y_beat_last", "p_target", "y_target", "p_beat_sweep",
+                  "y_beat_sweep", "p_beat_last_sweep", "y_beat_last_sweep"):
             getattr(self, k).extend(getattr(other, k))
 
 
@@ -130,11 +139,17 @@ def calibration_samples(task: SweepTask, cache: ForecastCache, max_runs: int, se
             if fc.final is None:
                 continue
             incumbent = _best(task, [task.value(r) for r in inc_runs])
+            sibs = [s for s in (sibling_of(task, r, r.n_points) for r in inc_runs) if s is not None]
+            sw_final, sw_grid = with_sweep(fc, sibs, SWEEP_PARAMS, task.budget)
             if not task.better(task.value(run, n), incumbent):
                 rec = decide(replace(fc.query, incumbent=incumbent), fc.final, fc.grid, None, checkpoint_best=True)
                 if rec.p_beat_incumbent_raw is not None:
                     out.p_beat.append(rec.p_beat_incumbent_raw)
                     out.y_beat.append(float(task.better(full, incumbent)))
+                rec = decide(replace(fc.query, incumbent=incumbent), sw_final, sw_grid, None, checkpoint_best=True)
+                if rec.p_beat_incumbent_raw is not None:
+                    out.p_beat_sweep.append(rec.p_beat_incumbent_raw)
+                    out.y_beat_sweep.append(float(task.better(full, incumbent)))
             lasts = [v for v in (_last_value(r) for r in inc_runs) if v is not None]
             if lasts:
                 inc_last = _best(task, lasts)
@@ -143,6 +158,10 @@ def calibration_samples(task: SweepTask, cache: ForecastCache, max_runs: int, se
                     if rec.p_beat_incumbent_raw is not None and not rec.leads:
                         out.p_beat_last.append(rec.p_beat_incumbent_raw)
                         out.y_beat_last.append(float(last is not None and task.better(last, inc_last)))
+                    rec = decide(replace(fc.query, incumbent=inc_last), sw_final, sw_grid, None, checkpoint_best=False)
+                    if rec.p_beat_incumbent_raw is not None and not rec.leads:
+                        out.p_beat_last_sweep.append(rec.p_beat_incumbent_raw)
+                        out.y_beat_last_sweep.append(float(last is not None and task.better(last, inc_last)))
             if not task.better(task.value(run, n), target) and task.value(run, n) != target:
                 ctt = compute_to_target(replace(fc.query, target=target), fc.grid)
                 if ctt is not None and not ctt.already_reached:
@@ -320,6 +339,14 @@ def run_benchmark(cfg: Config, engine, out: Path, table: Path | None = None, tas
         "beat_incumbent": ("p_beat", "y_beat", recal_beat),
         "beat_incumbent_last": ("p_beat_last", "y_beat_last", recal_last),
         "target_within_budget": ("p_target", "y_target", recal_target),
+        # with sweep context, under the map the server applies (fitted without context) ...
+        "beat_incumbent_sweep": ("p_beat_sweep", "y_beat_sweep", recal_beat),
+        "beat_incumbent_last_sweep": ("p_beat_last_sweep", "y_beat_last_sweep", recal_last),
+        # ... and under a map fitted on the tuning tasks' probabilities with context
+        "beat_incumbent_sweep_own_map": ("p_beat_sweep", "y_beat_sweep",
+                                         fit_recalibration(pool_tune.p_beat_sweep, pool_tune.y_beat_sweep)),
+        "beat_incumbent_last_sweep_own_map": ("p_beat_last_sweep", "y_beat_last_sweep",
+                                              fit_recalibration(pool_tune.p_beat_last_sweep, pool_tune.y_beat_last_sweep)),
     }
     cal = {}
     for ev, (pk, yk, m) in events.items():
@@ -359,6 +386,12 @@ def run_benchmark(cfg: Config, engine, out: Path, table: Path | None = None, tas
                                  CurvecastPolicy(cache, presets["aggressive"], recal_beat, name="curvecast_aggressive")]
         # the server's default policy (StopPolicy()), whatever the presets are
         methods.append(CurvecastPolicy(cache, PolicyKnobs.server_default(), recal_beat, name="curvecast_default"))
+        # the same policies with sweep context: the order's earlier runs, as far as each was trained
+        methods += [CurvecastPolicy(cache, knobs, recal_beat, name="curvecast_sweep", sweep=SWEEP_PARAMS),
+                    CurvecastPolicy(cache, PolicyKnobs.server_default(), recal_beat, name="curvecast_default_sweep",
+                                    sweep=SWEEP_PARAMS),
+                    CurvecastPolicy(cache, presets["aggressive"], recal_beat, name="curvecast_aggressive_sweep",
+                                    sweep=SWEEP_PARAMS)]
         if recal_beat.kind != "identity":  # the same policy on raw probabilities, to show what the map does
             methods.append(CurvecastPolicy(cache, knobs, IDENTITY, name="curvecast_raw"))
         if cfg.methods:

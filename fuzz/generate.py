@@ -169,6 +169,21 @@ def build_request(src: Source, max_points: int = 200) -> pb.ForecastRequest:
             req.run.labels[_pick(src, ("team", "k" * 200, f"l{i}"))] = _pick(src, ("a", "v" * 2000, "\n"))
     if _maybe(src, 8):
         req.curve.metric = _pick(src, ("val/loss", "m" * 300, "acc\n"))
+    if _maybe(src, 5):  # sweep context: siblings with their own curves, budgets, goals and hyperparameters
+        req.sweep.sweep_id = _pick(src, ("", "study", "s" * 200, "a\nb"))
+        for i in range(_pick(src, (0, 1, 4, 12))):
+            sib = req.sweep.siblings.add(run_id=_pick(src, (f"t{i}", "r" * 200)), finished=bool(src.int(0, 1)))
+            sx, sy = _curve(src, max_points)
+            sib.curve.x.extend(sx.tolist())
+            sib.curve.values.extend(sy.tolist())
+            sib.curve.goal = _pick(src, (curve.goal, src.int(0, 3)))
+            sib.curve.x_kind = _pick(src, (curve.x_kind, src.int(0, 5)))
+            if curve.HasField("lower_bound") and src.int(0, 1):
+                sib.curve.lower_bound = curve.lower_bound
+            if _maybe(src, 2):
+                sib.budget = _pick(src, (last, last * 2, -1.0, _value(src)))
+            if _maybe(src, 4):
+                sib.hyperparameters[_pick(src, ("lr", "k" * 200))] = _value(src)
     return req
 
 
@@ -202,6 +217,17 @@ def build_scaling_request(src: Source, max_points: int = 120) -> pb.FitScalingLa
     req.compute_budgets.extend([_pick(src, (1e23, 1e18, _value(src))) for _ in range(_pick(src, (0, 1, 2, src.int(0, 40))))])
     if _maybe(src, 4):
         req.request_id = _request_id(src)
+    # the fit options and per-point weights (drawn last: the draws above are unchanged)
+    if _maybe(src, 3):
+        for point in req.points:
+            if src.int(0, 3) == 0:
+                point.weight = _pick(src, (0.0, 1.0, 2.5, -1.0, _value(src)))
+    if _maybe(src, 3):
+        req.drop_early_fraction = _pick(src, (0.0, 0.25, 0.5, 0.99, 1.0, -0.1, _value(src)))
+    if _maybe(src, 3):
+        req.huber_delta = _pick(src, (1e-3, 0.1, 1.0, 0.0, -1.0, _value(src)))
+    if _maybe(src, 4):
+        req.isoflop = True
     return req
 
 

@@ -136,6 +136,41 @@ def test_busy_fit_slot_refuses_with_a_retry_hint():
     assert "busy" in str(refusal) and refusal.retry_after_s > 0
 
 
+def test_the_one_data_plane_call_admits_before_decoding_and_passes_the_options():
+    from curvecast.scaling.fit import ScalingInput
+
+    decoded: list[int] = []
+
+    def decode(pts, **opts):
+        def run() -> ScalingInput:
+            decoded.append(len(pts))
+            return ScalingInput(points=pts, bootstrap=0, **opts)
+        return run
+
+    async def go():
+        dp = dataplane(max_concurrent_fits=1)
+        task, _ = await started_fit(dp)
+        with pytest.raises(Overloaded) as busy:  # refused from the counts: the request is never decoded
+            await dp.fit_scaling_request(60, 5, "chinchilla", decode(points(60)))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.get_running_loop().run_in_executor(None, dp.fit_admission.wait_idle, 60)
+        with pytest.raises(Overloaded) as late:  # hopeless for its deadline: not decoded either
+            await dp.fit_scaling_request(100_000, 100, "chinchilla", decode([]), time.monotonic() + 1.0)
+        pts = points(60)
+        pts[0] = ScalingPoint(pts[0].n_params, pts[0].tokens, pts[0].loss, pts[0].run_id, weight=0.0)
+        inp, fit = await dp.fit_scaling_request(60, None, "chinchilla",
+                                                decode(pts, drop_early_fraction=0.0, huber_delta=1.0, isoflop=True))
+        await dp.close()
+        return busy.value, late.value, inp, fit
+
+    busy, late, inp, fit = asyncio.run(go())
+    assert "busy" in str(busy) and "deadline" in str(late) and decoded == [60]
+    assert fit.huber_delta == 1.0 and fit.drop_early_fraction == 0.0 and fit.dropped == {"zero_weight": 1}
+    assert fit.isoflop is not None and inp.points[0].weight == 0.0
+
+
 def test_fit_that_cannot_make_its_deadline_is_refused_before_it_starts():
     async def go():
         dp = dataplane()
@@ -171,7 +206,8 @@ def _wire(pts: list[ScalingPoint]) -> list[dict]:
 
 
 def test_sigterm_stops_a_running_fit_after_the_grace_period():
-    server = ServerProcess("--grace-s", "1").wait_ready()
+    # one worker process: with several sharing the port the probe may land on another worker's free slot
+    server = ServerProcess("--grace-s", "1", "--workers", "1").wait_ready()
     try:
         outcome: dict = {}
 

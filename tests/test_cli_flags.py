@@ -79,12 +79,15 @@ def _request(argv: list[str], tmp_path: Path) -> pb.ForecastRequest:
 def test_every_forecast_request_field_is_reachable_by_a_flag(tmp_path):
     sched = tmp_path / "lr.csv"
     sched.write_text("step,lr\n0,0.1\n10,0.01\n")
+    sibs = tmp_path / "siblings.csv"
+    sibs.write_text("run_id,x,value,budget,finished\na,1,0.5,10,1\na,2,0.6,,\nb,1,0.4,,\n")
     common = ["--goal", "maximize", "--x-kind", "epoch", "--metric", "acc", "--lower-bound", "0", "--upper-bound", "1",
               "--total-steps", "10", "--model-params", "1e8", "--tokens-per-step", "5e5", "--flops-per-step", "3e14",
               "--cost-per-step", "0.5", "--label", "team=a", "--target", "0.9", "--incumbent", "0.8",
               "--quantiles", "0.1,0.5,0.9", "--query-x", "5,10", "--engine", "learned", "--request-id", "r1",
               "--min-prob-beat-incumbent", "0.1", "--min-relative-improvement", "0.01", "--min-points", "3",
-              "--min-fraction-observed", "0.2", "--compute-weight", "0.5", "--no-keep-best-checkpoint"]
+              "--min-fraction-observed", "0.2", "--compute-weight", "0.5", "--no-keep-best-checkpoint",
+              "--siblings", str(sibs), "--sweep-id", "s1"]
     shaped = _request(common + ["--schedule-shape", "step", "--peak-lr", "0.1", "--final-lr", "0.001",
                                 "--warmup-steps", "1", "--decay-start", "5", "--step-gamma", "0.5",
                                 "--step-interval", "2"], tmp_path)
@@ -95,6 +98,9 @@ def test_every_forecast_request_field_is_reachable_by_a_flag(tmp_path):
     assert shaped.policy.keep_best_checkpoint is False and shaped.policy.min_points == 3
     assert shaped.curve.lower_bound == 0 and shaped.curve.upper_bound == 1 and shaped.run.labels["team"] == "a"
     assert shaped.engine == "learned" and shaped.run.model_params == 1e8 and shaped.run.tokens_per_step == 5e5
+    a, b = shaped.sweep.siblings
+    assert shaped.sweep.sweep_id == "s1" and a.run_id == "a" and list(a.curve.values) == [0.5, 0.6]
+    assert a.budget == 10 and a.finished and b.run_id == "b" and not b.finished
     default = _request([], tmp_path)
     assert default.engine == "" and not default.HasField("policy") or not _set_fields(default.policy)
 

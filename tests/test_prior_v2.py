@@ -132,7 +132,7 @@ def test_lengths_span_3_to_1e5():
     assert lengths.min() <= 5 and lengths.max() >= 30_000
 
 
-def test_long_contexts_are_reduced_exactly_as_serving_reduces_them():
+def test_long_contexts_are_reduced_exactly_by_the_training_rule():
     n_obs = np.array([97, 150, 5000, 99_999])
     rows, mask = P2._context_rows(n_obs, MAX_CONTEXT)
     for j, m in enumerate(n_obs):

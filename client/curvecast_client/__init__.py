@@ -20,11 +20,12 @@ from ._types import (
     Recommendation,
     ScalingFit,
     ScalingParameter,
+    Sibling,
 )
 
 __version__ = "0.1.0"
 __all__ = [
     "AsyncClient", "Client", "ComputeToTarget", "CurvecastError", "EngineStatus", "EngineUsage", "FieldViolation",
     "Forecast", "InvalidArgument", "ModelInfo", "PointForecast", "Recommendation", "ScalingFit", "ScalingParameter",
-    "Schedule", "Security", "forecast_request",
+    "Schedule", "Security", "Sibling", "forecast_request",
 ]

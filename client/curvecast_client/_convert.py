@@ -18,6 +18,7 @@ from ._types import (
     Recommendation,
     ScalingFit,
     ScalingParameter,
+    Sibling,
 )
 
 GOALS = {"minimize": pb.GOAL_MINIMIZE, "min": pb.GOAL_MINIMIZE, "maximize": pb.GOAL_MAXIMIZE, "max": pb.GOAL_MAXIMIZE}
@@ -99,6 +100,8 @@ def forecast_request(
     policy: Mapping[str, float] | None = None,
     engine: str = "",
     request_id: str = "",
+    siblings: Iterable[Sibling | Mapping[str, Any]] | None = None,
+    sweep_id: str = "",
 ) -> pb.ForecastRequest:
     if goal not in GOALS:
         raise ValueError(f"goal must be 'minimize' or 'maximize', got {goal!r}")
@@ -127,7 +130,26 @@ def forecast_request(
         req.incumbent = float(incumbent)
     for name, value in (policy or {}).items():
         setattr(req.policy, name, value)
+    if siblings is not None or sweep_id:
+        _add_sweep(req, siblings or (), sweep_id)
     return req
+
+
+def _add_sweep(req: pb.ForecastRequest, siblings: Iterable[Sibling | Mapping[str, Any]], sweep_id: str) -> None:
+    """Sweep context: each sibling's curve takes the forecast curve's goal, x kind, metric and bounds."""
+    req.sweep.sweep_id = sweep_id
+    c = req.curve
+    for s in siblings:
+        sib = s if isinstance(s, Sibling) else Sibling(**dict(s))
+        msg = req.sweep.siblings.add(run_id=str(sib.run_id), finished=bool(sib.finished),
+                                     hyperparameters={str(k): float(v) for k, v in sib.hyperparameters.items()})
+        msg.curve.CopyFrom(pb.Curve(x=_floats(sib.x), values=_floats(sib.y), goal=c.goal, x_kind=c.x_kind,
+                                    metric=c.metric))
+        for name in ("lower_bound", "upper_bound"):
+            if c.HasField(name):
+                setattr(msg.curve, name, getattr(c, name))
+        if sib.budget is not None:
+            msg.budget = float(sib.budget)
 
 
 def forecast_batch_request(runs: Sequence[Mapping[str, Any]]) -> pb.ForecastBatchRequest:
@@ -177,21 +199,40 @@ def forecast_result(resp: pb.ForecastResponse) -> Forecast:
 
 def scaling_request(points: Iterable[Mapping[str, Any]], *, form: str = "chinchilla",
                     predict_at: Iterable[tuple[float, float]] = (), compute_budgets: Iterable[float] = (),
-                    bootstrap: int | None = None, request_id: str = "") -> pb.FitScalingLawRequest:
+                    bootstrap: int | None = None, request_id: str = "", drop_early_fraction: float | None = None,
+                    huber_delta: float | None = None, isoflop: bool = False) -> pb.FitScalingLawRequest:
+    """Points are dicts with n_params, tokens, loss and optional run_id, flops, weight (default 1; 0 leaves
+    the point out). ``drop_early_fraction`` (server default 0.5): each run's checkpoints below this fraction
+    of its final tokens are dropped; ``huber_delta`` (log-loss units; default: the server chooses between
+    Approach 3's 1e-3 and least squares); ``isoflop``: also fit Approach 2. The server validates values."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {sorted(FORMS)}, got {form!r}")
     req = pb.FitScalingLawRequest(form=FORMS[form], compute_budgets=_floats(compute_budgets),
-                                  request_id=check_request_id(request_id))
+                                  request_id=check_request_id(request_id), isoflop=bool(isoflop))
     for p in points:
         msg = req.points.add(n_params=float(p["n_params"]), tokens=float(p["tokens"]), loss=float(p["loss"]),
                              run_id=str(p.get("run_id", "")))
         if p.get("flops") is not None:
             msg.flops = float(p["flops"])
+        if p.get("weight") is not None:
+            msg.weight = float(p["weight"])
     for n, d in predict_at:
         req.predict_at.add(n_params=float(n), tokens=float(d))
     if bootstrap is not None:
         req.bootstrap = int(bootstrap)
+    if drop_early_fraction is not None:
+        req.drop_early_fraction = float(drop_early_fraction)
+    if huber_delta is not None:
+        req.huber_delta = float(huber_delta)
     return req
+
+
+def _fields(msg, names: Iterable[str]) -> dict[str, Any]:
+    return {k: getattr(msg, k) for k in names}
+
+
+_OPT_FIELDS = ("flops", "n_params", "tokens", "loss", "n_params_lower95", "n_params_upper95", "tokens_lower95",
+               "tokens_upper95", "loss_lower95", "loss_upper95")
 
 
 def scaling_result(resp: pb.FitScalingLawResponse) -> ScalingFit:
@@ -199,11 +240,22 @@ def scaling_result(resp: pb.FitScalingLawResponse) -> ScalingFit:
         form=FORM_NAMES.get(resp.form, "chinchilla"),
         parameters={p.name: ScalingParameter(p.name, p.value, p.lower95, p.upper95) for p in resp.parameters},
         residual_rmse=resp.residual_rmse, n_points=resp.n_points, n_runs=resp.n_runs,
-        predictions=[{"n_params": p.n_params, "tokens": p.tokens, "loss": p.loss, "lower95": p.lower95,
-                      "upper95": p.upper95} for p in resp.predictions],
-        compute_optimal=[{"flops": c.flops, "n_params": c.n_params, "tokens": c.tokens, "loss": c.loss}
-                         for c in resp.compute_optimal],
-        warnings=list(resp.warnings))
+        predictions=[_fields(p, ("n_params", "tokens", "loss", "lower95", "upper95", "predictive_lower95",
+                                 "predictive_upper95")) for p in resp.predictions],
+        compute_optimal=[_fields(c, _OPT_FIELDS) for c in resp.compute_optimal],
+        warnings=list(resp.warnings),
+        compute_losses=[_fields(c, ("flops", "loss", "lower95", "upper95", "predictive_lower95",
+                                    "predictive_upper95")) for c in resp.compute_losses],
+        drop_early_fraction=resp.drop_early_fraction, n_points_dropped=resp.n_points_dropped,
+        dropped={d.reason: d.count for d in resp.dropped}, huber_delta=resp.huber_delta,
+        calibration={"folds": resp.calibration_folds, "heldout_points": resp.calibration_heldout_points,
+                     "kappa": resp.calibration_kappa, "floor": resp.calibration_floor},
+        isoflop=({"budgets": [_fields(b, ("flops", "n_points", "n_params_opt", "tokens_opt", "loss_opt", "used",
+                                          "note")) for b in resp.isoflop.budgets],
+                  "exponent": resp.isoflop.exponent, "exponent_lower95": resp.isoflop.exponent_lower95,
+                  "exponent_upper95": resp.isoflop.exponent_upper95, "coefficient": resp.isoflop.coefficient,
+                  "compute_optimal": [_fields(c, _OPT_FIELDS) for c in resp.isoflop.compute_optimal]}
+                 if resp.HasField("isoflop") else None))
 
 
 def model_info(resp: pb.ModelInfo) -> ModelInfo:

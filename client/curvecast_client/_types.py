@@ -156,14 +156,26 @@ class ScalingFit:
     residual_rmse: float
     n_points: int
     n_runs: int
-    predictions: list[dict[str, float]]  # n_params, tokens, loss, lower95, upper95
-    compute_optimal: list[dict[str, float]]  # flops, n_params, tokens, loss
+    # n_params, tokens, loss, lower95/upper95 (bootstrap band), predictive_lower95/upper95 (predictive interval)
+    predictions: list[dict[str, float]]
+    # flops, n_params, tokens, loss and their 95% intervals (n_params_lower95, ..., loss_upper95)
+    compute_optimal: list[dict[str, float]]
     warnings: list[str]
+    compute_losses: list[dict[str, float]] = field(default_factory=list)  # kaplan: flops, loss and intervals
+    drop_early_fraction: float = 0.0  # checkpoints below this fraction of their run's final tokens were dropped
+    n_points_dropped: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason ("early_checkpoint", "zero_weight") -> count
+    huber_delta: float = 0.0  # the Huber threshold used (log-loss units; 1e-3 is Approach 3)
+    calibration: dict[str, float] = field(default_factory=dict)  # folds, heldout_points, kappa, floor
+    isoflop: dict[str, Any] | None = None  # Approach 2 (when asked): budgets, exponent (+95%), compute_optimal
 
     def to_dict(self) -> dict[str, Any]:
         return {"form": self.form, "parameters": {k: v.__dict__ for k, v in self.parameters.items()},
                 "residual_rmse": self.residual_rmse, "n_points": self.n_points, "n_runs": self.n_runs,
-                "predictions": self.predictions, "compute_optimal": self.compute_optimal, "warnings": self.warnings}
+                "predictions": self.predictions, "compute_optimal": self.compute_optimal, "warnings": self.warnings,
+                "compute_losses": self.compute_losses, "drop_early_fraction": self.drop_early_fraction,
+                "n_points_dropped": self.n_points_dropped, "dropped": self.dropped, "huber_delta": self.huber_delta,
+                "calibration": self.calibration, "isoflop": self.isoflop}
 
 
 @dataclass(frozen=True)
@@ -193,3 +205,19 @@ class ModelInfo:
         d = dict(self.__dict__)
         d["engines"] = [e.__dict__ for e in self.engines]
         return d
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """Another trial of the same sweep, sent as sweep context with a forecast (``siblings=[...]``).
+
+    ``x``/``y``: its curve so far (same metric, goal and x units as the forecast run); ``budget``: its
+    planned budget in x units (None: the forecast run's ``total_steps``); ``finished``: it trained to its
+    budget; ``hyperparameters``: optional numeric values, informational."""
+
+    run_id: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    budget: float | None = None
+    finished: bool = False
+    hyperparameters: dict[str, float] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ._channel import Security
 from ._client import Client
 from ._convert import Schedule, check_request_id
-from ._types import CurvecastError, Forecast, InvalidArgument, ScalingFit
+from ._types import CurvecastError, Forecast, InvalidArgument, ScalingFit, Sibling
 from .readers import Curve, ReaderError, csv_column, csv_rows, parse_curve_text
 
 EXIT_OK = 0
@@ -133,6 +133,34 @@ def _schedule(args: argparse.Namespace) -> Schedule | None:
     return None
 
 
+def _siblings(args: argparse.Namespace) -> list[Sibling] | None:
+    """Sweep context from ``--siblings CSV``: one row per observation, ``run_id,x,value`` (``step`` or
+    ``epoch`` for x), optional per-run ``budget`` and ``finished`` (1/true), read from a run's first row."""
+    if not args.siblings:
+        if args.sweep_id:
+            raise InputError("--sweep-id needs --siblings")
+        return None
+    rows = csv_rows(_read_text(args.siblings))
+    if "run_id" not in rows[0]:
+        raise InputError(f"--siblings: missing column run_id (the header has {', '.join(rows[0])})")
+    xs = csv_column(rows, ("x", "step", "epoch", "tokens", "samples")) or []
+    ys = csv_column(rows, ("value", "y", "loss", "accuracy")) or []
+    runs: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        runs.setdefault(r["run_id"], []).append(i)
+    out = []
+    for run_id, idx in runs.items():
+        first = rows[idx[0]]
+        budget = first.get("budget") or ""
+        try:
+            b = float(budget) if budget.strip() else None
+        except ValueError:
+            raise InputError(f"--siblings: budget of run {run_id!r} is not a number: {budget!r}") from None
+        finished = (first.get("finished") or "").strip().lower() in ("1", "true", "yes")
+        out.append(Sibling(run_id, tuple(xs[i] for i in idx), tuple(ys[i] for i in idx), b, finished))
+    return out
+
+
 def load_curve(args: argparse.Namespace) -> Curve:
     """The curve named by the forecast flags: a file/stdin, ``--tensorboard DIR --tag TAG`` or ``--mlflow URI``."""
     sources = [s for s in ("tensorboard", "mlflow") if getattr(args, s)]
@@ -172,7 +200,8 @@ def forecast_kwargs(args: argparse.Namespace, curve: Curve) -> dict[str, Any]:
                 query_x=_floats_arg(args.query_x, "--query-x"), engine=args.engine or "",
                 model_params=args.model_params, tokens_per_step=args.tokens_per_step,
                 flops_per_step=args.flops_per_step, cost_per_step=args.cost_per_step,
-                labels=_labels(args.label), policy=_policy(args), request_id=args.request_id)
+                labels=_labels(args.label), policy=_policy(args), request_id=args.request_id,
+                siblings=_siblings(args), sweep_id=args.sweep_id)
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -207,8 +236,10 @@ def parse_scaling(text: str) -> list[dict[str, Any]]:
     assert n is not None and d is not None and loss is not None
     run_col = next((c for c in ("run_id", "run", "model") if rows and c in rows[0]), None)
     flops = csv_column(rows, ("flops", "c"), required=False)
+    weight = csv_column(rows, ("weight", "w"), required=False)
     return [{"n_params": n[i], "tokens": d[i], "loss": loss[i],
-             "run_id": rows[i][run_col] if run_col else "", "flops": flops[i] if flops else None}
+             "run_id": rows[i][run_col] if run_col else "", "flops": flops[i] if flops else None,
+             "weight": weight[i] if weight else None}
             for i in range(len(rows))]
 
 
@@ -218,16 +249,46 @@ def _interval(lo: float, hi: float, value: float, fmt: str) -> str:
     return f"[{lo:{fmt}}, {hi:{fmt}}]"
 
 
+def _opt_line(c: dict) -> str:
+    return (f"  C={c['flops']:.4g}: N_opt={c['n_params']:.4g} "
+            f"{_interval(c.get('n_params_lower95', 0), c.get('n_params_upper95', 0), c['n_params'], '.3g')}, "
+            f"D_opt={c['tokens']:.4g} "
+            f"{_interval(c.get('tokens_lower95', 0), c.get('tokens_upper95', 0), c['tokens'], '.3g')}, "
+            f"loss={c['loss']:.5g} {_interval(c.get('loss_lower95', 0), c.get('loss_upper95', 0), c['loss'], '.5g')}")
+
+
 def print_scaling(fit: ScalingFit) -> None:
-    print(f"{fit.form} fit on {fit.n_points} points / {fit.n_runs} runs, log-loss RMSE {fit.residual_rmse:.4g}")
+    print(f"{fit.form} fit on {fit.n_points} points / {fit.n_runs} runs, log-loss RMSE {fit.residual_rmse:.4g}, "
+          f"Huber delta {fit.huber_delta:g}")
+    dropped = ", ".join(f"{n} {reason}" for reason, n in fit.dropped.items()) or "none"
+    print(f"  checkpoints below {fit.drop_early_fraction:g} of their run's final tokens dropped; dropped: {dropped}")
+    cal = fit.calibration
+    if cal:
+        print(f"  predictive intervals calibrated on {cal.get('folds', 0)} leave-largest-out folds "
+              f"({cal.get('heldout_points', 0)} held-out points): model error {cal.get('kappa', 0):.3g} per log unit "
+              f"beyond the data, {cal.get('floor', 0):.3g} inside (log loss)")
+    print("  parameters (95% bootstrap intervals over runs: sampling error only)")
     for p in fit.parameters.values():
         iv = _interval(p.lower95, p.upper95, p.value, ".6g")
         print(f"  {p.name:>8} = {p.value:.6g}   " + (iv if iv.startswith("(") else "95% " + iv))
     for p in fit.predictions:
-        print(f"  L(N={p['n_params']:.4g}, D={p['tokens']:.4g}) = {p['loss']:.5g} "
-              + _interval(p["lower95"], p["upper95"], p["loss"], ".5g"))
+        pred = _interval(p.get("predictive_lower95", 0), p.get("predictive_upper95", 0), p["loss"], ".5g")
+        print(f"  L(N={p['n_params']:.4g}, D={p['tokens']:.4g}) = {p['loss']:.5g}  95% predictive {pred}  "
+              f"(bootstrap {_interval(p['lower95'], p['upper95'], p['loss'], '.5g')})")
+    for c in fit.compute_losses:
+        pred = _interval(c["predictive_lower95"], c["predictive_upper95"], c["loss"], ".5g")
+        print(f"  L(C={c['flops']:.4g}) = {c['loss']:.5g}  95% predictive {pred}")
+    if fit.compute_optimal:
+        print("  compute-optimal (Approach 3; 95% intervals)")
     for c in fit.compute_optimal:
-        print(f"  C={c['flops']:.4g}: N_opt={c['n_params']:.4g}, D_opt={c['tokens']:.4g}, loss={c['loss']:.5g}")
+        print(_opt_line(c))
+    iso = fit.isoflop
+    if iso is not None:
+        used = sum(1 for b in iso["budgets"] if b["used"])
+        print(f"  isoFLOP (Approach 2): {used} of {len(iso['budgets'])} profiles used; N_opt ~ C^{iso['exponent']:.4g} "
+              f"{_interval(iso['exponent_lower95'], iso['exponent_upper95'], iso['exponent'], '.4g')}")
+        for c in iso["compute_optimal"]:
+            print(_opt_line(c))
     for w in fit.warnings:
         print(f"warning: {w}")
 
@@ -247,7 +308,8 @@ def cmd_fit_scaling(args: argparse.Namespace) -> int:
         raise InputError(f"--budget takes a number of FLOPs, got {args.budget!r}") from None
     with _client(args) as client:
         fit = client.fit_scaling_law(points, form=args.form, predict_at=predict_at, compute_budgets=budgets,
-                                     bootstrap=args.bootstrap)
+                                     bootstrap=args.bootstrap, drop_early_fraction=args.drop_early,
+                                     huber_delta=args.huber_delta, isoflop=args.isoflop)
     if args.json:
         print(json.dumps(fit.to_dict()))
     else:
@@ -402,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quantiles", metavar="LEVELS", help="comma-separated levels in (0, 1), e.g. 0.1,0.5,0.9 "
                    "(default 0.05,0.25,0.5,0.75,0.95)")
     q.add_argument("--query-x", metavar="XS", help="comma-separated x to predict at (default: 50 points up to the budget)")
+    q.add_argument("--siblings", metavar="CSV", help="sweep context: other runs of the same sweep, CSV "
+                   "run_id,x,value[,budget,finished] (their curves so far; the forecast borrows what they did next)")
+    q.add_argument("--sweep-id", default="", metavar="ID", help="the sweep's id, sent with --siblings (informational)")
     q.add_argument("--request-id", default="", metavar="ID",
                    help="id echoed back and logged by the server (printable ASCII, <= 128 characters)")
 
@@ -427,13 +492,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("fit-scaling", parents=[common], formatter_class=_Formatter,
                         help="fit a scaling law to a CSV of N,D,loss[,run_id]")
-    sc.add_argument("file", nargs="?", help="CSV with columns N,D,loss and optional run_id, flops; default stdin")
+    sc.add_argument("file", nargs="?", help="CSV with columns N,D,loss and optional run_id, flops, weight; "
+                    "default stdin")
     sc.add_argument("--form", choices=("chinchilla", "gadre", "kaplan"), default="chinchilla",
                     help="law to fit: chinchilla L(N,D), gadre (over-training) or kaplan L(C) (default %(default)s)")
     sc.add_argument("--predict", action="append", metavar="N,D", help="predict the loss at N,D (repeatable)")
     sc.add_argument("--budget", action="append", metavar="FLOPS", help="compute-optimal split of a budget (repeatable)")
     sc.add_argument("--bootstrap", type=int, default=None, metavar="B",
                     help="bootstrap resamples for the 95%% intervals (server default 200; 0 = no intervals)")
+    sc.add_argument("--drop-early", type=float, default=None, metavar="F",
+                    help="drop each run's checkpoints below this fraction of its final tokens, in [0, 1) "
+                    "(server default 0.5; 0 keeps all)")
+    sc.add_argument("--huber-delta", type=float, default=None, metavar="DELTA",
+                    help="Huber threshold on log-loss residuals (> 0; 1e-3 is Approach 3, 1 is least squares; "
+                    "server default: chosen by leave-largest-out)")
+    sc.add_argument("--isoflop", action="store_true",
+                    help="also fit Approach 2 (isoFLOP parabolas, N_opt(C) power law with 95%% intervals)")
     sc.set_defaults(func=cmd_fit_scaling)
 
     h = sub.add_parser("health", parents=[common], formatter_class=_Formatter, help="check the server's health")

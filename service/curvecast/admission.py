@@ -46,7 +46,9 @@ class CurveSize:
 
     @classmethod
     def of_query(cls, query: ForecastQuery, grid_points: int) -> "CurveSize":
-        return cls(len(query.x_query) + grid_points, len(query.quantiles), len(query.curve.x))
+        """Sibling curves (sweep context) are read point by point like the run's own, so they count too."""
+        sibling_points = sum(len(s.curve.x) for s in query.sweep.siblings) if query.sweep is not None else 0
+        return cls(len(query.x_query) + grid_points, len(query.quantiles), len(query.curve.x) + sibling_points)
 
     @classmethod
     def lower_bound(cls, n_query_x: int, n_quantiles: int, grid_points: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import numpy as np
@@ -25,12 +25,14 @@ from .domain.curve import ForecastQuery
 from .domain.distribution import Marginals
 from .domain.errors import InvalidRequest
 from .engines.base import EngineForecast, EngineInfo
+from .engines.ensemble import StackingModel, combine, load_stacking
 from .engines.registry import EngineRegistry
 from .scaling.cancel import CALLER_GONE, SHUTDOWN, CancelToken, Cancelled
 from .scaling.limits import ScalingLimits
 
 if TYPE_CHECKING:
     from .scaling import ScalingFit, ScalingPoint
+    from .scaling.fit import ScalingInput
 
 ENSEMBLE = "ensemble"
 T = TypeVar("T")
@@ -62,7 +64,11 @@ class DataPlaneSettings:
     # The ruler (docs/bench/latest) decides: the analytic engine has the best log-likelihood and calibration
     # on every source; the 0.25/0.75 mixture has the lowest final-value error at late cutoffs.
     default_engine: str = "analytic"
+    # the fixed mixture: used when the stacking model below is absent or does not cover the engines
     ensemble_weights: tuple[tuple[str, float], ...] = (("learned", 0.25), ("analytic", 0.75))
+    # the stacked ensemble (engines/ensemble.py; models/ensemble-stacking.json, fitted by python -m
+    # bench.stacking): weights and spread by observed fraction, curve kind and engine agreement
+    stacking: StackingModel | None = field(default_factory=load_stacking)
     max_inflight_curves: int = 4096
     # 25 linear points inside the budget coincide with every second default query point (validation's
     # 50), so an engine call evaluates about 62 x, not 98; 12 geometric points reach 4x the budget.
@@ -265,13 +271,18 @@ class DataPlane:
                 warnings.extend(result.warnings)
         if not parts:
             return errors[0]
+        # the engines see the decision grid too (up to 4x the budget): warn only about the x the caller asked
+        limit = min((p.details.get("prior_limit_x", np.inf) for p, _ in parts), default=np.inf)
+        if len(query.x_query) and float(np.max(query.x_query)) > limit:
+            warnings.append(f"queries beyond x = {limit:.6g} (the budget) are outside the learned engine's "
+                            "training prior: an extrapolation it was never trained for")
         if len(parts) < len(names) and isinstance(errors[0], InvalidRequest):
             return errors[0]
         # extreme but valid curves (values near 1e300, tiny spreads) may overflow inside the mixture's tails
         # or the decision maths; the results are checked below instead of leaking warnings
         with np.errstate(all="ignore"):
-            marginals = Marginals.mixture([p.marginals for p, _ in parts], [w for _, w in parts])
-            marginals = marginals.clip(query.curve.lower_bound, query.curve.upper_bound)
+            combined = combine(query, parts, final_idx, self._stacking())  # engines/ensemble.py decides
+            marginals = combined.marginals.clip(query.curve.lower_bound, query.curve.upper_bound)
             from .domain.plausibility import review  # every engine's answer passes it before decisions
 
             checked = review(query, marginals)  # limits, degenerate rows, goal contradicting the curve
@@ -279,8 +290,12 @@ class DataPlane:
             warnings.extend(checked.warnings)
             if not (np.all(np.isfinite(marginals.values)) and np.all(np.isfinite(marginals.mean))):
                 return FloatingPointError("combining the engines' forecasts overflowed for this curve")
-            total_w = sum(w for _, w in parts)
-            uses = tuple(self._use(p.engine, w / total_w) for p, w in parts)
+            from .sweep import apply_sweep  # sibling runs' evidence (sweep context); no siblings: unchanged
+
+            swept = apply_sweep(query, marginals)
+            marginals = swept.marginals
+            warnings.extend(swept.warnings)
+            uses = tuple(self._use(name, w) for name, w in combined.weights)
             grid = marginals.at(grid_idx)
             final = marginals.at(np.array([final_idx]))
             ctt = compute_to_target(query, grid)
@@ -292,6 +307,18 @@ class DataPlane:
                          checkpoint_best=query.policy.keep_best_checkpoint)
         return ForecastResult(query=query, predictions=marginals.at(req_idx), final=final, compute_to_target=ctt,
                               recommendation=rec, engines=uses, warnings=tuple(dict.fromkeys(warnings)))
+
+    def _stacking(self) -> StackingModel | None:
+        """The stacking model, if it was fitted for the learned model now serving (a hot-reloaded or
+        --model file gets the fixed mixture instead)."""
+        model = self.settings.stacking
+        if model is None or not model.learned_sha256:
+            return model
+        try:
+            version = self.registry.get("learned").info().version
+        except Exception:  # noqa: BLE001 - learned not loaded: the ensemble is analytic alone anyway
+            return None
+        return model if model.learned_sha256[:12] in version else None
 
     def _use(self, name: str, weight: float) -> EngineUse:
         info = self.registry.get(name).info() if self.registry.available(name) else EngineInfo(name, "", "")
@@ -307,12 +334,30 @@ class DataPlane:
         return self._batchers[name]
 
     # ---- scaling laws ---------------------------------------------------------------------------
+    async def fit_scaling_request(self, n_points: int, bootstrap: int | None, form: str,
+                                  decode: Callable[[], "ScalingInput"], deadline: float | None = None
+                                  ) -> tuple["ScalingInput", "ScalingFit"]:
+        """A transport's one call for a scaling-law request: admission from the counts alone first (the
+        fit slots busy, or no time left before ``deadline``: refused before a single point is decoded, so a
+        flood of large refused requests costs nothing), then ``decode`` (the transport's validation, off the
+        loop), then ``fit_scaling_law``. ``bootstrap`` None: the limits' default for ``n_points``."""
+        limits = self.settings.scaling_limits
+        boot = limits.default_bootstrap(n_points) if bootstrap is None else bootstrap
+        if not limits.violations(n_points, boot):  # over the limits: ``decode`` names the field instead
+            self.precheck_fit(n_points, boot, form, deadline)
+        inp = await self.offload(decode)
+        fit = await self.fit_scaling_law(inp.points, inp.form, inp.bootstrap, deadline,
+                                         drop_early_fraction=inp.drop_early_fraction, huber_delta=inp.huber_delta,
+                                         isoflop=inp.isoflop)
+        return inp, fit
+
     async def fit_scaling_law(self, points: Sequence["ScalingPoint"], form: str, bootstrap: int,
-                              deadline: float | None = None) -> "ScalingFit":
+                              deadline: float | None = None, **options: object) -> "ScalingFit":
         """Fit a scaling law in the scaling executor, admitted like forecasts (one fit at a time by
         default; refused up front when it would outlast ``deadline``) and stopped cooperatively within
         one objective evaluation when the deadline passes, the awaiting caller is cancelled (the client
-        left) or the data plane closes (the server drains): the worker never computes for nobody."""
+        left) or the data plane closes (the server drains): the worker never computes for nobody.
+        ``options``: ``fit_scaling_law``'s drop_early_fraction, huber_delta, isoflop."""
         bad = self.settings.scaling_limits.violations(len(points), bootstrap)
         if bad:
             raise InvalidRequest(bad)
@@ -322,7 +367,7 @@ class DataPlane:
         ticket = self.fit_admission.admit(size, deadline, _grid_cells(form, len(points)))
         token = CancelToken(deadline)
         self._fit_tokens.add(token)
-        job = self._scaling_executor.submit(self._fit_job, ticket, size, list(points), token)
+        job = self._scaling_executor.submit(self._fit_job, ticket, size, list(points), token, options)
         # a job cancelled before it started (executor shut down) never reaches its own release
         job.add_done_callback(lambda f: self.fit_admission.release(ticket) if f.cancelled() else None)
         try:
@@ -346,13 +391,14 @@ class DataPlane:
         """The cancel tokens of the fits being awaited (``token.checks`` shows a worker's progress)."""
         return tuple(self._fit_tokens)
 
-    def _fit_job(self, ticket: int, size: FitSize, points: list, token: CancelToken) -> "ScalingFit":
+    def _fit_job(self, ticket: int, size: FitSize, points: list, token: CancelToken,
+                 options: dict | None = None) -> "ScalingFit":
         """Runs in the scaling executor; reports its work to admission however it ends."""
         from .scaling.laws import FitStats
 
         stats, started, completed = FitStats(), time.perf_counter(), False
         try:
-            fit = _fit(points, size.form, size.bootstrap, token, stats)
+            fit = _fit(points, size.form, size.bootstrap, token, stats, **(options or {}))
             completed = True
             return fit
         finally:
@@ -404,11 +450,11 @@ def _checked(result: object, name: str, n_x: int) -> EngineForecast | BaseExcept
 
 
 def _fit(points: list["ScalingPoint"], form: str, bootstrap: int, token: CancelToken | None = None,
-         stats=None) -> "ScalingFit":
+         stats=None, **options) -> "ScalingFit":
     """Scaling fits are imported on first use: forecasting never needs them."""
     from .scaling import fit_scaling_law
 
-    return fit_scaling_law(points, form=form, bootstrap=bootstrap, cancel=token, stats=stats)
+    return fit_scaling_law(points, form=form, bootstrap=bootstrap, cancel=token, stats=stats, **options)
 
 
 def _grid_cells(form: str, n_points: int) -> int:

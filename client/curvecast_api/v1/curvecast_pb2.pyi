@@ -156,7 +156,7 @@ class StopPolicy(_message.Message):
     def __init__(self, min_prob_beat_incumbent: _Optional[float] = ..., min_relative_improvement: _Optional[float] = ..., min_points: _Optional[int] = ..., min_fraction_observed: _Optional[float] = ..., compute_weight: _Optional[float] = ..., keep_best_checkpoint: _Optional[bool] = ...) -> None: ...
 
 class ForecastRequest(_message.Message):
-    __slots__ = ("curve", "run", "query_x", "quantiles", "target", "incumbent", "policy", "engine", "request_id")
+    __slots__ = ("curve", "run", "query_x", "quantiles", "target", "incumbent", "policy", "engine", "request_id", "sweep")
     CURVE_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     QUERY_X_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class ForecastRequest(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
     curve: Curve
     run: RunInfo
     query_x: _containers.RepeatedScalarFieldContainer[float]
@@ -175,7 +176,37 @@ class ForecastRequest(_message.Message):
     policy: StopPolicy
     engine: str
     request_id: str
-    def __init__(self, curve: _Optional[_Union[Curve, _Mapping]] = ..., run: _Optional[_Union[RunInfo, _Mapping]] = ..., query_x: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ..., target: _Optional[float] = ..., incumbent: _Optional[float] = ..., policy: _Optional[_Union[StopPolicy, _Mapping]] = ..., engine: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    sweep: SweepContext
+    def __init__(self, curve: _Optional[_Union[Curve, _Mapping]] = ..., run: _Optional[_Union[RunInfo, _Mapping]] = ..., query_x: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ..., target: _Optional[float] = ..., incumbent: _Optional[float] = ..., policy: _Optional[_Union[StopPolicy, _Mapping]] = ..., engine: _Optional[str] = ..., request_id: _Optional[str] = ..., sweep: _Optional[_Union[SweepContext, _Mapping]] = ...) -> None: ...
+
+class SweepSibling(_message.Message):
+    __slots__ = ("run_id", "curve", "budget", "finished", "hyperparameters")
+    class HyperparametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    curve: Curve
+    budget: float
+    finished: bool
+    hyperparameters: _containers.ScalarMap[str, float]
+    def __init__(self, run_id: _Optional[str] = ..., curve: _Optional[_Union[Curve, _Mapping]] = ..., budget: _Optional[float] = ..., finished: _Optional[bool] = ..., hyperparameters: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class SweepContext(_message.Message):
+    __slots__ = ("sweep_id", "siblings")
+    SWEEP_ID_FIELD_NUMBER: _ClassVar[int]
+    SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    sweep_id: str
+    siblings: _containers.RepeatedCompositeFieldContainer[SweepSibling]
+    def __init__(self, sweep_id: _Optional[str] = ..., siblings: _Optional[_Iterable[_Union[SweepSibling, _Mapping]]] = ...) -> None: ...
 
 class QuantileValue(_message.Message):
     __slots__ = ("level", "value")
@@ -322,18 +353,20 @@ class ForecastBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ForecastBatchItem, _Mapping]]] = ...) -> None: ...
 
 class ScalingPoint(_message.Message):
-    __slots__ = ("n_params", "tokens", "loss", "run_id", "flops")
+    __slots__ = ("n_params", "tokens", "loss", "run_id", "flops", "weight")
     N_PARAMS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     FLOPS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     n_params: float
     tokens: float
     loss: float
     run_id: str
     flops: float
-    def __init__(self, n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ..., run_id: _Optional[str] = ..., flops: _Optional[float] = ...) -> None: ...
+    weight: float
+    def __init__(self, n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ..., run_id: _Optional[str] = ..., flops: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ScalingQuery(_message.Message):
     __slots__ = ("n_params", "tokens")
@@ -344,20 +377,26 @@ class ScalingQuery(_message.Message):
     def __init__(self, n_params: _Optional[float] = ..., tokens: _Optional[float] = ...) -> None: ...
 
 class FitScalingLawRequest(_message.Message):
-    __slots__ = ("points", "form", "predict_at", "compute_budgets", "bootstrap", "request_id")
+    __slots__ = ("points", "form", "predict_at", "compute_budgets", "bootstrap", "request_id", "drop_early_fraction", "huber_delta", "isoflop")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     FORM_FIELD_NUMBER: _ClassVar[int]
     PREDICT_AT_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_BUDGETS_FIELD_NUMBER: _ClassVar[int]
     BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DROP_EARLY_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    HUBER_DELTA_FIELD_NUMBER: _ClassVar[int]
+    ISOFLOP_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[ScalingPoint]
     form: ScalingForm
     predict_at: _containers.RepeatedCompositeFieldContainer[ScalingQuery]
     compute_budgets: _containers.RepeatedScalarFieldContainer[float]
     bootstrap: int
     request_id: str
-    def __init__(self, points: _Optional[_Iterable[_Union[ScalingPoint, _Mapping]]] = ..., form: _Optional[_Union[ScalingForm, str]] = ..., predict_at: _Optional[_Iterable[_Union[ScalingQuery, _Mapping]]] = ..., compute_budgets: _Optional[_Iterable[float]] = ..., bootstrap: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    drop_early_fraction: float
+    huber_delta: float
+    isoflop: bool
+    def __init__(self, points: _Optional[_Iterable[_Union[ScalingPoint, _Mapping]]] = ..., form: _Optional[_Union[ScalingForm, str]] = ..., predict_at: _Optional[_Iterable[_Union[ScalingQuery, _Mapping]]] = ..., compute_budgets: _Optional[_Iterable[float]] = ..., bootstrap: _Optional[int] = ..., request_id: _Optional[str] = ..., drop_early_fraction: _Optional[float] = ..., huber_delta: _Optional[float] = ..., isoflop: _Optional[bool] = ...) -> None: ...
 
 class FittedParameter(_message.Message):
     __slots__ = ("name", "value", "lower95", "upper95")
@@ -413,8 +452,66 @@ class ComputeOptimal(_message.Message):
     loss_upper95: float
     def __init__(self, flops: _Optional[float] = ..., n_params: _Optional[float] = ..., tokens: _Optional[float] = ..., loss: _Optional[float] = ..., n_params_lower95: _Optional[float] = ..., n_params_upper95: _Optional[float] = ..., tokens_lower95: _Optional[float] = ..., tokens_upper95: _Optional[float] = ..., loss_lower95: _Optional[float] = ..., loss_upper95: _Optional[float] = ...) -> None: ...
 
+class ComputeLoss(_message.Message):
+    __slots__ = ("flops", "loss", "lower95", "upper95", "predictive_lower95", "predictive_upper95")
+    FLOPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    LOWER95_FIELD_NUMBER: _ClassVar[int]
+    UPPER95_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIVE_LOWER95_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIVE_UPPER95_FIELD_NUMBER: _ClassVar[int]
+    flops: float
+    loss: float
+    lower95: float
+    upper95: float
+    predictive_lower95: float
+    predictive_upper95: float
+    def __init__(self, flops: _Optional[float] = ..., loss: _Optional[float] = ..., lower95: _Optional[float] = ..., upper95: _Optional[float] = ..., predictive_lower95: _Optional[float] = ..., predictive_upper95: _Optional[float] = ...) -> None: ...
+
+class ScalingDropped(_message.Message):
+    __slots__ = ("reason", "count")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    count: int
+    def __init__(self, reason: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class IsoFlopBudget(_message.Message):
+    __slots__ = ("flops", "n_points", "n_params_opt", "tokens_opt", "loss_opt", "used", "note")
+    FLOPS_FIELD_NUMBER: _ClassVar[int]
+    N_POINTS_FIELD_NUMBER: _ClassVar[int]
+    N_PARAMS_OPT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_OPT_FIELD_NUMBER: _ClassVar[int]
+    LOSS_OPT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    flops: float
+    n_points: int
+    n_params_opt: float
+    tokens_opt: float
+    loss_opt: float
+    used: bool
+    note: str
+    def __init__(self, flops: _Optional[float] = ..., n_points: _Optional[int] = ..., n_params_opt: _Optional[float] = ..., tokens_opt: _Optional[float] = ..., loss_opt: _Optional[float] = ..., used: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+
+class IsoFlopFit(_message.Message):
+    __slots__ = ("budgets", "exponent", "exponent_lower95", "exponent_upper95", "coefficient", "compute_optimal")
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    EXPONENT_FIELD_NUMBER: _ClassVar[int]
+    EXPONENT_LOWER95_FIELD_NUMBER: _ClassVar[int]
+    EXPONENT_UPPER95_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENT_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_OPTIMAL_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[IsoFlopBudget]
+    exponent: float
+    exponent_lower95: float
+    exponent_upper95: float
+    coefficient: float
+    compute_optimal: _containers.RepeatedCompositeFieldContainer[ComputeOptimal]
+    def __init__(self, budgets: _Optional[_Iterable[_Union[IsoFlopBudget, _Mapping]]] = ..., exponent: _Optional[float] = ..., exponent_lower95: _Optional[float] = ..., exponent_upper95: _Optional[float] = ..., coefficient: _Optional[float] = ..., compute_optimal: _Optional[_Iterable[_Union[ComputeOptimal, _Mapping]]] = ...) -> None: ...
+
 class FitScalingLawResponse(_message.Message):
-    __slots__ = ("form", "parameters", "residual_rmse", "n_points", "n_runs", "predictions", "compute_optimal", "warnings", "request_id", "drop_early_fraction", "n_points_dropped", "calibration_folds", "calibration_heldout_points", "calibration_kappa", "calibration_floor")
+    __slots__ = ("form", "parameters", "residual_rmse", "n_points", "n_runs", "predictions", "compute_optimal", "warnings", "request_id", "drop_early_fraction", "n_points_dropped", "calibration_folds", "calibration_heldout_points", "calibration_kappa", "calibration_floor", "compute_losses", "dropped", "huber_delta", "isoflop")
     FORM_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     RESIDUAL_RMSE_FIELD_NUMBER: _ClassVar[int]
@@ -430,6 +527,10 @@ class FitScalingLawResponse(_message.Message):
     CALIBRATION_HELDOUT_POINTS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_KAPPA_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    HUBER_DELTA_FIELD_NUMBER: _ClassVar[int]
+    ISOFLOP_FIELD_NUMBER: _ClassVar[int]
     form: ScalingForm
     parameters: _containers.RepeatedCompositeFieldContainer[FittedParameter]
     residual_rmse: float
@@ -445,7 +546,11 @@ class FitScalingLawResponse(_message.Message):
     calibration_heldout_points: int
     calibration_kappa: float
     calibration_floor: float
-    def __init__(self, form: _Optional[_Union[ScalingForm, str]] = ..., parameters: _Optional[_Iterable[_Union[FittedParameter, _Mapping]]] = ..., residual_rmse: _Optional[float] = ..., n_points: _Optional[int] = ..., n_runs: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[ScalingPrediction, _Mapping]]] = ..., compute_optimal: _Optional[_Iterable[_Union[ComputeOptimal, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., drop_early_fraction: _Optional[float] = ..., n_points_dropped: _Optional[int] = ..., calibration_folds: _Optional[int] = ..., calibration_heldout_points: _Optional[int] = ..., calibration_kappa: _Optional[float] = ..., calibration_floor: _Optional[float] = ...) -> None: ...
+    compute_losses: _containers.RepeatedCompositeFieldContainer[ComputeLoss]
+    dropped: _containers.RepeatedCompositeFieldContainer[ScalingDropped]
+    huber_delta: float
+    isoflop: IsoFlopFit
+    def __init__(self, form: _Optional[_Union[ScalingForm, str]] = ..., parameters: _Optional[_Iterable[_Union[FittedParameter, _Mapping]]] = ..., residual_rmse: _Optional[float] = ..., n_points: _Optional[int] = ..., n_runs: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[ScalingPrediction, _Mapping]]] = ..., compute_optimal: _Optional[_Iterable[_Union[ComputeOptimal, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., drop_early_fraction: _Optional[float] = ..., n_points_dropped: _Optional[int] = ..., calibration_folds: _Optional[int] = ..., calibration_heldout_points: _Optional[int] = ..., calibration_kappa: _Optional[float] = ..., calibration_floor: _Optional[float] = ..., compute_losses: _Optional[_Iterable[_Union[ComputeLoss, _Mapping]]] = ..., dropped: _Optional[_Iterable[_Union[ScalingDropped, _Mapping]]] = ..., huber_delta: _Optional[float] = ..., isoflop: _Optional[_Union[IsoFlopFit, _Mapping]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

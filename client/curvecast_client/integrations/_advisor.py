@@ -15,17 +15,33 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, Union
 
 from .._channel import Security
 from .._client import Client
-from .._types import CurvecastError, Recommendation
+from .._types import CurvecastError, Recommendation, Sibling
 from .presets import resolve_policy
 
 log = logging.getLogger("curvecast_client.integrations")
 
 STOP_ACTIONS = frozenset({"stop_unpromising", "stop_converged", "stop_diverged", "target_reached"})
 GOAL_ALIASES = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+MAX_SIBLINGS = 200  # sweep context sent per call: the most recent siblings (the server allows 1,000)
+MAX_SIBLING_POINTS = 500  # each sibling curve subsampled to this many points (the server allows 200,000 in all)
+# sweep context for callbacks: the siblings themselves, or a callable returning them at each decision
+SiblingSource = Union[Sequence[Sibling], Callable[[], Sequence[Sibling]]]
+
+
+def sweep_siblings(siblings: Iterable[Sibling], max_siblings: int = MAX_SIBLINGS,
+                   max_points: int = MAX_SIBLING_POINTS) -> list[Sibling]:
+    """The siblings to send: those with a finite history, the last ``max_siblings`` of them, each curve
+    subsampled (first and last points kept) so a large study stays inside the server's limits."""
+    out = []
+    for s in siblings:
+        xs, ys = prepare_curve(s.x, s.y, max_points)
+        if xs and math.isfinite(ys[0]):
+            out.append(Sibling(s.run_id, tuple(xs), tuple(ys), s.budget, s.finished, dict(s.hyperparameters)))
+    return out[-max_siblings:] if max_siblings > 0 else []
 
 
 def normalize_goal(goal: str) -> str:
@@ -158,10 +174,13 @@ class Advisor:
         incumbent: float | None = None,
         target: float | None = None,
         metric: str = "",
+        siblings: Sequence[Sibling] | None = None,
+        sweep_id: str = "",
     ) -> Advice:
         """The service's recommendation for a run with history (x, y); never raises.
 
         A ``total_steps`` before the last observed x (a run past its declared budget) is raised to that x.
+        ``siblings``: other trials of the same sweep (sweep context; see :func:`sweep_siblings`).
         """
         now = time.monotonic()
         if now < self._down_until:
@@ -178,6 +197,11 @@ class Advisor:
                 kwargs["incumbent"] = float(incumbent)
             if target is not None and math.isfinite(target):
                 kwargs["target"] = float(target)
+            if siblings:  # without a budget only siblings with their own can be placed (x / budget)
+                sibs = [s for s in siblings if "total_steps" in kwargs or s.budget is not None]
+                if sibs:
+                    kwargs["siblings"] = sweep_siblings(sibs)
+                    kwargs["sweep_id"] = sweep_id
             forecast = self.client.forecast(xs, ys, goal=normalize_goal(goal), x_kind=self.x_kind, metric=metric,
                                             policy=self.policy or None, timeout=self.timeout, **kwargs)
         except Exception as exc:  # noqa: BLE001 - fail open on anything, the training loop matters more
@@ -231,8 +255,11 @@ class RunTracker:
     """
 
     def __init__(self, advisor: Advisor, *, goal: str, total_steps: float | None, target: float | None,
-                 incumbent: float | None, metric: str) -> None:
+                 incumbent: float | None, metric: str, siblings: SiblingSource | None = None,
+                 sweep_id: str = "") -> None:
         self.advisor = advisor
+        self.siblings = siblings  # sweep context: a list, or a callable asked at each decision
+        self.sweep_id = sweep_id
         self.goal = normalize_goal(goal)
         self.total_steps = total_steps
         self.target = target
@@ -254,8 +281,9 @@ class RunTracker:
     def decide(self, total_steps: float | None = None) -> bool:
         """Ask the service about the run so far; True means stop. Fails open (False) on any problem."""
         total = total_steps if total_steps is not None else self.total_steps
+        sibs = self.siblings() if callable(self.siblings) else self.siblings
         advice = self.advisor.advise(self.x, self.y, goal=self.goal, total_steps=total, incumbent=self.incumbent,
-                                     target=self.target, metric=self.metric)
+                                     target=self.target, metric=self.metric, siblings=sibs, sweep_id=self.sweep_id)
         self.last = advice
         if advice.stop and self.stopped_by is None:
             self.stopped_by = advice.recommendation

@@ -13,7 +13,7 @@ from typing import Any, Collection, Mapping
 import keras
 
 from .._client import Client
-from ._advisor import Advisor, RunTracker, as_float
+from ._advisor import Advisor, RunTracker, SiblingSource, as_float
 
 __all__ = ["CurvecastCallback"]
 
@@ -48,13 +48,16 @@ class CurvecastCallback(keras.callbacks.Callback):
         timeout: float = 0.5,
         cooldown_s: float = 10.0,
         forecast_kwargs: Mapping[str, Any] | None = None,
+        siblings: SiblingSource | None = None,
+        sweep_id: str = "",
     ) -> None:
         super().__init__()
         self.monitor = monitor
         advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=stop_on, policy=policy,
                           x_kind="epoch", forecast_kwargs=forecast_kwargs)
         self.tracker = RunTracker(advisor, goal=_infer_mode(monitor) if mode == "auto" else mode,
-                                  total_steps=total_epochs, target=target, incumbent=incumbent, metric=monitor)
+                                  total_steps=total_epochs, target=target, incumbent=incumbent, metric=monitor,
+                                  siblings=siblings, sweep_id=sweep_id)
         self.stopped_epoch: int | None = None
         self._warned_missing = False
 

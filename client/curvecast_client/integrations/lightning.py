@@ -18,7 +18,7 @@ except ImportError:  # the standalone "pytorch_lightning" package
     import pytorch_lightning as pl  # type: ignore[no-redef]
 
 from .._client import Client
-from ._advisor import Advisor, RunTracker, as_float
+from ._advisor import Advisor, RunTracker, SiblingSource, as_float
 
 __all__ = ["CurvecastCallback"]
 
@@ -47,6 +47,8 @@ class CurvecastCallback(pl.Callback):
         timeout: float = 0.5,
         cooldown_s: float = 10.0,
         forecast_kwargs: Mapping[str, Any] | None = None,
+        siblings: SiblingSource | None = None,
+        sweep_id: str = "",
     ) -> None:
         if x not in ("step", "epoch"):
             raise ValueError(f"x must be 'step' or 'epoch', got {x!r}")
@@ -55,7 +57,7 @@ class CurvecastCallback(pl.Callback):
         advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=stop_on, policy=policy, x_kind=x,
                           forecast_kwargs=forecast_kwargs)
         self.tracker = RunTracker(advisor, goal=mode, total_steps=total_steps, target=target, incumbent=incumbent,
-                                  metric=monitor)
+                                  metric=monitor, siblings=siblings, sweep_id=sweep_id)
         self._warned_missing = False
 
     @property

@@ -3,8 +3,9 @@
     pruner = CurvecastPruner("localhost:50051", total_steps=50)
     study = optuna.create_study(direction="minimize", pruner=pruner)
 
-Each ``trial.should_prune()`` sends the trial's intermediate values (sorted by step) and the study's best
-value as the incumbent; the trial is pruned when Curvecast recommends one of ``prune_on``. When the service
+Each ``trial.should_prune()`` sends the trial's intermediate values (sorted by step), the study's best
+value as the incumbent and, as sweep context, the other trials' intermediate values (complete, pruned and
+running; ``sweep_context=False`` turns that off); the trial is pruned when Curvecast recommends one of ``prune_on``. When the service
 is unreachable, errors or is slower than ``timeout``, the wrapped ``fallback`` pruner (default
 ``MedianPruner()``) decides instead, so a study never stalls or crashes because of the service.
 
@@ -25,7 +26,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .._client import Client
-from ._advisor import Advice, Advisor
+from .._types import Sibling
+from ._advisor import MAX_SIBLINGS, Advice, Advisor
 
 __all__ = ["CurvecastPruner"]
 
@@ -42,6 +44,7 @@ class CurvecastPruner(BasePruner):
     "aggressive"). ``keep_best_checkpoint``: False when the objective returns the trial's last value
     (the usual Optuna objective), so P(beats the study's best) is about that value, not the trial's best
     report; None leaves the server default (best checkpoint). ``timeout``: deadline per call in seconds.
+    ``sweep_context``: send the study's other trials (at most ``max_siblings``, the most recent) as siblings.
     """
 
     def __init__(
@@ -59,6 +62,8 @@ class CurvecastPruner(BasePruner):
         cooldown_s: float = 10.0,
         preset: str | None = None,
         keep_best_checkpoint: bool | None = None,
+        sweep_context: bool = True,
+        max_siblings: int = MAX_SIBLINGS,
     ) -> None:
         self._advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=prune_on, policy=policy,
                                 x_kind=x_kind, forecast_kwargs=forecast_kwargs, preset=preset,
@@ -67,6 +72,8 @@ class CurvecastPruner(BasePruner):
         self._fallback = fallback if fallback is not None else MedianPruner()
         self._total_steps = total_steps
         self._target = target
+        self._sweep_context = sweep_context
+        self._max_siblings = int(max_siblings)
         self.last_advice: Advice | None = None  # the most recent answer (or failure), for inspection
 
     @property
@@ -88,9 +95,12 @@ class CurvecastPruner(BasePruner):
         goal = "maximize" if direction == StudyDirection.MAXIMIZE else "minimize"
         steps = sorted(values)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        budget = self._budget(complete)
+        siblings = self._siblings(study, trial, budget) if self._sweep_context else None
         advice = self._advisor.advise(
-            steps, [values[s] for s in steps], goal=goal, total_steps=self._budget(complete),
-            incumbent=_best_value(complete, goal), target=self._target)
+            steps, [values[s] for s in steps], goal=goal, total_steps=budget,
+            incumbent=_best_value(complete, goal), target=self._target, siblings=siblings,
+            sweep_id=getattr(study, "study_name", "") or "")
         self.last_advice = advice
         if not advice.answered:
             return self._fallback.prune(study, trial)
@@ -98,6 +108,19 @@ class CurvecastPruner(BasePruner):
             self._advisor.log.info("Trial %d pruned at step %s by Curvecast (%s): %s", trial.number, steps[-1],
                                    advice.recommendation.action, advice.reason)
         return advice.stop
+
+    def _siblings(self, study: optuna.study.Study, trial: FrozenTrial, budget: float | None) -> list[Sibling]:
+        """The study's other trials with intermediate values: complete (finished), pruned and running."""
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        out = []
+        for t in study.get_trials(deepcopy=False, states=states):
+            if t.number == trial.number or not t.intermediate_values:
+                continue
+            steps = sorted(t.intermediate_values)
+            out.append(Sibling(f"trial-{t.number}", tuple(float(s) for s in steps),
+                               tuple(float(t.intermediate_values[s]) for s in steps),
+                               budget=None, finished=t.state == TrialState.COMPLETE))
+        return out[-self._max_siblings:] if self._max_siblings > 0 else []
 
     def _budget(self, complete: list[FrozenTrial]) -> float | None:
         if self._total_steps is not None:

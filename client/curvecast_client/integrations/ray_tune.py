@@ -4,7 +4,8 @@
     tuner = tune.Tuner(train_fn, tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=20))
 
 :class:`CurvecastScheduler` (a ``FIFOScheduler``) keeps each trial's history keyed by trial id, sends it on
-every result with the best final value of the completed trials as the incumbent, and answers STOP when
+every result with the best final value of the completed trials as the incumbent and the other trials'
+histories as sweep context (``sweep_context=False`` turns that off), and answers STOP when
 Curvecast recommends one of ``stop_on``. Like Ray's own schedulers, ``metric``/``mode`` go either to the
 scheduler or to ``TuneConfig``, never both (Tune raises ValueError). :class:`CurvecastStopper` does the same
 as a ``Stopper`` (``RunConfig(stop=...)``) for setups that already use another scheduler.
@@ -24,6 +25,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
 from .._client import Client
+from .._types import Sibling
 from ._advisor import Advice, Advisor, as_float, best_of, normalize_goal
 
 __all__ = ["CurvecastScheduler", "CurvecastStopper"]
@@ -32,8 +34,10 @@ __all__ = ["CurvecastScheduler", "CurvecastStopper"]
 class _Book:
     """Per-trial histories, final values of finished trials, and the Curvecast decision."""
 
-    def __init__(self, advisor: Advisor, time_attr: str, total_steps: float | None, target: float | None) -> None:
+    def __init__(self, advisor: Advisor, time_attr: str, total_steps: float | None, target: float | None,
+                 sweep_context: bool = True) -> None:
         self.advisor = advisor
+        self.sweep_context = sweep_context  # send the other trials' histories as siblings
         self.time_attr = time_attr
         self.total_steps = total_steps
         self.target = target
@@ -64,8 +68,10 @@ class _Book:
     def should_stop(self, trial_id: str, goal: str, metric: str) -> bool:
         xs, ys = self.history[trial_id]
         others = [v for k, v in self.finals.items() if k != trial_id]
+        siblings = [Sibling(str(k), tuple(h[0]), tuple(h[1]), finished=k in self.finals)
+                    for k, h in self.history.items() if k != trial_id and h[0]] if self.sweep_context else None
         advice = self.advisor.advise(xs, ys, goal=goal, total_steps=self.total_steps, incumbent=best_of(others, goal),
-                                     target=self.target, metric=metric)
+                                     target=self.target, metric=metric, siblings=siblings)
         self.last_advice[trial_id] = advice
         if advice.stop:
             self.advisor.log.info("Curvecast: stopping trial %s at %s=%g (%s): %s", trial_id, self.time_attr, xs[-1],
@@ -99,6 +105,7 @@ class CurvecastScheduler(FIFOScheduler):
         x_kind: str = "step",
         forecast_kwargs: Mapping[str, Any] | None = None,
         preset: str | None = None,
+        sweep_context: bool = True,
     ) -> None:
         super().__init__()
         if mode is not None:
@@ -107,7 +114,7 @@ class CurvecastScheduler(FIFOScheduler):
         self._mode = mode
         advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=stop_on, policy=policy,
                           x_kind=x_kind, forecast_kwargs=forecast_kwargs, preset=preset)
-        self._book = _Book(advisor, time_attr, total_steps, target)
+        self._book = _Book(advisor, time_attr, total_steps, target, sweep_context)
         self._num_stopped = 0
 
     @property
@@ -182,12 +189,13 @@ class CurvecastStopper(Stopper):
         x_kind: str = "step",
         forecast_kwargs: Mapping[str, Any] | None = None,
         preset: str | None = None,
+        sweep_context: bool = True,
     ) -> None:
         self.metric = metric
         self.goal = normalize_goal(mode)
         advisor = Advisor(client, timeout=timeout, cooldown_s=cooldown_s, stop_on=stop_on, policy=policy,
                           x_kind=x_kind, forecast_kwargs=forecast_kwargs, preset=preset)
-        self._book = _Book(advisor, time_attr, total_steps, target)
+        self._book = _Book(advisor, time_attr, total_steps, target, sweep_context)
 
     @property
     def advisor(self) -> Advisor:

@@ -15,7 +15,7 @@ from typing import Any, Collection, Mapping
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .._client import Client
-from ._advisor import Advisor, RunTracker, as_float
+from ._advisor import Advisor, RunTracker, SiblingSource, as_float
 
 __all__ = ["CurvecastCallback"]
 
@@ -56,7 +56,11 @@ class CurvecastCallback(TrainerCallback):
         timeout: float = 0.5,
         cooldown_s: float = 10.0,
         forecast_kwargs: Mapping[str, Any] | None = None,
+        siblings: SiblingSource | None = None,
+        sweep_id: str = "",
     ) -> None:
+        self.siblings = siblings  # sweep context: other trials (a list, or a callable returning them)
+        self.sweep_id = sweep_id
         self.metric = metric
         self.mode = mode
         self.total_steps = total_steps
@@ -82,7 +86,8 @@ class CurvecastCallback(TrainerCallback):
     def _tracker(self, args: TrainingArguments, key: str) -> RunTracker:
         if self.tracker is None or self.tracker.metric != key:
             self.tracker = RunTracker(self.advisor, goal=self._goal(args, key), total_steps=self.total_steps,
-                                      target=self.target, incumbent=self.incumbent, metric=key)
+                                      target=self.target, incumbent=self.incumbent, metric=key,
+                                      siblings=self.siblings, sweep_id=self.sweep_id)
         return self.tracker
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,

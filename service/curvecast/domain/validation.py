@@ -25,7 +25,9 @@ from .curve import (
     LrSchedule,
     RunInfo,
     ScheduleShape,
+    SiblingRun,
     StopPolicy,
+    SweepContext,
     XKind,
 )
 from .errors import FieldViolation, InvalidRequest
@@ -63,6 +65,11 @@ class Limits:
     # may be large but not near the double range.
     max_abs_x: float = 1e100
     max_abs_value: float = 1e300
+    # sweep context: siblings per request and their curve points in all (a 1,000-trial sweep of 200-point
+    # curves; about 3 MB on the wire); the points count in the admission cost
+    max_sweep_siblings: int = 1_000
+    max_sweep_points: int = 200_000
+    max_hyperparameters: int = 64
 
 
 # ---- the request as sent (plain values, not yet checked) -------------------------------------------
@@ -123,6 +130,25 @@ class PolicyInput:
 
 
 @dataclass
+class SiblingInput:
+    """``SweepSibling`` as sent; ``budget`` None when unset."""
+
+    curve: CurveInput
+    run_id: str = ""
+    budget: float | None = None
+    finished: bool = False
+    hyperparameters: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SweepInput:
+    """``SweepContext`` as sent."""
+
+    sweep_id: str = ""
+    siblings: Sequence[SiblingInput] = ()
+
+
+@dataclass
 class ForecastInput:
     """``ForecastRequest`` as sent."""
 
@@ -135,6 +161,7 @@ class ForecastInput:
     policy: PolicyInput = field(default_factory=PolicyInput)
     engine: str = ""
     request_id: str = ""
+    sweep: SweepInput | None = None
 
 
 class Violations:
@@ -182,11 +209,12 @@ def validate_forecast(raw: ForecastInput, limits: Limits, policy_defaults: StopP
     incumbent = finite_scalar(c, "incumbent", raw.incumbent, limit=limits.max_abs_value)
     check_engine(c, raw.engine)
     check_request_id(c, raw.request_id, limits)
+    sweep = build_sweep(c, raw.sweep, curve, run.total_steps, limits) if raw.sweep is not None else None
     c.raise_if_any()
     assert curve is not None
     _note_schedule_end(c, run.schedule, _forecast_end(run.total_steps, query_x, curve))
     return ForecastQuery(curve=curve, run=run, x_query=query_x, quantiles=quantiles, target=target,
-                         incumbent=incumbent, policy=policy, engine=raw.engine, notes=tuple(c.notes))
+                         incumbent=incumbent, policy=policy, engine=raw.engine, notes=tuple(c.notes), sweep=sweep)
 
 
 def _curve(c: Violations, raw: CurveInput, limits: Limits) -> Curve | None:
@@ -609,3 +637,53 @@ def check_request_id(c: Violations, request_id: str, limits: Limits = Limits(), 
         if unicodedata.category(ch) in _UNPRINTABLE:
             c.add(field, f"must not contain control or format characters; found U+{ord(ch):04X} at index {i}")
             return
+
+
+# ---- sweep context ---------------------------------------------------------------------------------
+def build_sweep(c: Violations, raw: SweepInput, curve: Curve | None, total_steps: float | None,
+                limits: Limits = Limits(), field: str = "sweep") -> SweepContext | None:
+    """The siblings, each curve checked like the request's own; sizes bounded before any curve is read.
+    A sibling's goal and x kind must be the run's: moves are only comparable on the same metric and axis."""
+    check_request_id(c, raw.sweep_id, limits, f"{field}.sweep_id")
+    sibs = list(raw.siblings)
+    if len(sibs) > limits.max_sweep_siblings:
+        c.add(f"{field}.siblings", f"has {len(sibs)} siblings; the limit is {limits.max_sweep_siblings} (send the "
+              "most relevant ones, e.g. the finished and the longest running)")
+        return None
+    n_points = sum(len(s.curve.x) for s in sibs)
+    if n_points > limits.max_sweep_points:
+        c.add(f"{field}.siblings", f"have {n_points} curve points in all; the limit is {limits.max_sweep_points} "
+              "(subsample the sibling curves)")
+        return None
+    out: list[SiblingRun] = []
+    for i, s in enumerate(sibs):
+        f = f"{field}.siblings[{i}]"
+        check_request_id(c, s.run_id, limits, f"{f}.run_id")
+        goal = _known(c, f"{f}.curve.goal", s.curve.goal, Goal.MINIMIZE)
+        x_kind = _known(c, f"{f}.curve.x_kind", s.curve.x_kind, XKind.STEP)
+        if curve is not None and goal is not curve.goal:
+            c.add(f"{f}.curve.goal", f"is {goal.name} but the forecast curve's goal is {curve.goal.name}")
+        if curve is not None and x_kind is not curve.x_kind:
+            c.add(f"{f}.curve.x_kind", f"is {x_kind.name} but the forecast curve's x_kind is {curve.x_kind.name}")
+        sc = build_curve(c, s.curve.x, s.curve.values, goal=goal, x_kind=x_kind, metric=s.curve.metric,
+                         lower_bound=s.curve.lower_bound, upper_bound=s.curve.upper_bound, lr=s.curve.lr,
+                         limits=limits, field=f"{f}.curve")
+        budget = finite_scalar(c, f"{f}.budget", s.budget, positive=True, limit=limits.max_abs_x)
+        if s.budget is None:
+            budget = total_steps
+            if total_steps is None:
+                c.add(f"{f}.budget", "must be set when run.total_steps is not (the relative position is x / budget)")
+        hp = dict(s.hyperparameters)
+        if len(hp) > limits.max_hyperparameters:
+            c.add(f"{f}.hyperparameters", f"has {len(hp)} entries; the limit is {limits.max_hyperparameters}")
+        else:
+            for k, v in hp.items():
+                if len(k) > limits.max_label_key_chars:
+                    c.add(f"{f}.hyperparameters", f"key {k[:40]!r}... has {len(k)} characters; the limit is "
+                          f"{limits.max_label_key_chars}")
+                elif not math.isfinite(v):
+                    c.add(f"{f}.hyperparameters", f"value of {k[:40]!r} must be finite, got {v}")
+        if sc is not None and budget is not None:
+            out.append(SiblingRun(run_id=s.run_id, curve=sc, budget=float(budget), finished=bool(s.finished),
+                                  hyperparameters=hp))
+    return SweepContext(sweep_id=raw.sweep_id, siblings=tuple(out))

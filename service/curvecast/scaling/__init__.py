@@ -1,4 +1,5 @@
-"""Cross-run scaling laws (no gRPC here): fit Chinchilla / Gadre / Kaplan laws with bootstrap intervals.
+"""Cross-run scaling laws (no gRPC here): Chinchilla / Gadre / Kaplan fits with bootstrap and predictive
+intervals, and Approach 2 isoFLOP profiles (isoflop.py).
 
 The fitting code (numpy, scipy) is imported on first use, so importing ``curvecast.scaling.cancel`` or
 ``curvecast.scaling.limits`` (the server does at start-up) costs nothing.

@@ -8,7 +8,7 @@ lies beyond the fold's training data (log N and log D past their maxima). The 95
 (conformal-style: a score measured on held-out data, pooled over the folds) is ``kappa``; a query
 ``u`` log-units beyond the data gets a model-error half-width ``sqrt(floor^2 + (kappa * u)^2)`` in log
 loss, added in quadrature to the bootstrap band. ``floor`` is the 95% quantile of the in-sample absolute
-log residuals (noise and misfit at zero distance).
+log residuals (noise and misfit at zero distance), each counted by its weight in the fit.
 """
 
 from __future__ import annotations
@@ -53,15 +53,27 @@ class Calibration:
         return np.sqrt(self.floor**2 + (self.kappa * self.distance(X)) ** 2)
 
 
+def _weighted_quantile(v: np.ndarray, q: float, w: np.ndarray | None) -> float:
+    """The q quantile of v, each value counted by its weight (the fit's weights: points a size-weighted fit
+    all but ignores do not set the noise floor at the sizes it predicts)."""
+    if w is None or np.all(w == w[0]):
+        return float(np.quantile(v, q))
+    order = np.argsort(v)
+    cw = np.cumsum(w[order])
+    return float(v[order][min(int(np.searchsorted(cw, q * cw[-1])), len(v) - 1)])
+
+
 def size_keys(X: np.ndarray) -> np.ndarray:
     """The model-size coordinate of each point (log N, or log C for L(C)), rounded to merge equal sizes."""
     return np.round(X[:, 0], 3)
 
 
 def calibrate(form: Form, X: np.ndarray, ly: np.ndarray, theta: np.ndarray, resid: np.ndarray,
-              check: Callable[[], None] | None, stats: FitStats, delta: float = HUBER_DELTA) -> Calibration:
-    """Leave-largest-out calibration of the predictive band (see the module docstring)."""
-    floor = float(np.quantile(np.abs(resid), COVER)) if len(resid) else 0.0
+              check: Callable[[], None] | None, stats: FitStats, delta: float = HUBER_DELTA,
+              w: np.ndarray | None = None) -> Calibration:
+    """Leave-largest-out calibration of the predictive band (see the module docstring); ``w``: point
+    weights of the fold fits."""
+    floor = _weighted_quantile(np.abs(resid), COVER, w) if len(resid) else 0.0
     log_max = X.max(axis=0)
     keys = size_keys(X)
     sizes = np.unique(keys)
@@ -80,7 +92,7 @@ def calibrate(form: Form, X: np.ndarray, ly: np.ndarray, theta: np.ndarray, resi
         if np.count_nonzero(train) < 2 * len(form.param_names):
             break
         Xt, lyt = X[train], ly[train]
-        th, _ = fit_form(form, Xt, lyt, n_starts=4, extra_starts=[theta], design=Design.build(form, Xt, lyt),
+        th, _ = fit_form(form, Xt, lyt, w=None if w is None else w[train], n_starts=4, extra_starts=[theta], design=Design.build(form, Xt, lyt),
                          check=check, stats=stats, delta=delta)
         test = ~train
         err = np.abs(log_pred(form, th[None], X[test])[0] - ly[test])

@@ -1,8 +1,11 @@
 """Fit a scaling law to (N, D, loss) points of many runs, with bootstrap intervals over runs.
 
 Intermediate checkpoints are welcome (several points with one ``run_id``): per "A Hitchhiker's Guide
-to Scaling Law Estimation" they improve the fit, once each run's earliest checkpoints are dropped.
-Checkpoints of one run are correlated, so the bootstrap resamples runs, not points.
+to Scaling Law Estimation" they improve the fit, once each run's earliest checkpoints are dropped
+(``drop_early_fraction``, default 0.5: the benchmark's choice). Checkpoints of one run are correlated, so
+the bootstrap resamples runs, not points. Points carry optional weights (0 leaves a point out); what was
+left out, and why, is counted in ``dropped``. ``huber_delta`` fixes the estimator; ``isoflop`` adds
+Approach 2 (isoflop.py); the kaplan L(C) law answers the loss at compute budgets (``loss_at_compute``).
 
 Parameter intervals are that bootstrap (sampling error only). Predictions also get a predictive interval
 that adds model error measured by refitting without the largest sizes and predicting them
@@ -20,7 +23,7 @@ evaluation, so a fit stops within one pass over its points.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -30,6 +33,9 @@ from .calibrate import Calibration, calibrate, size_keys
 from .cancel import CancelToken
 from .laws import FORMS, HUBER_DELTA, Design, FitStats, Form, fit_form, log_pred
 from .limits import MAX_LISTED
+
+if TYPE_CHECKING:
+    from .isoflop import IsoFlopFit
 
 # Checkpoints before this fraction of each run's final tokens are dropped: on Gemstones' ~2B held-out
 # models (the data with checkpoints) 0.5 beats 0, 0.1 and 0.25 on both data sets, for Curvecast and both
@@ -42,6 +48,11 @@ DEAD_TERM_SHARE = 1e-3  # a term below this share of the loss at every point is 
 # Estimators tried, chosen by their leave-largest-out error (calibrate.py): Approach 3's Huber on log loss,
 # then least squares on log loss (better where the law is misspecified: docs/bench/scaling_heldout.md).
 HUBER_DELTAS = (HUBER_DELTA, 1.0)
+# ... each as (Huber delta, size-weight power p: point weights times (N / N_max)^p, for L(C) (C / C_max)^p):
+# least squares leaning ever more on the larger sizes, nearer the extrapolation target. On Porian's 15
+# settings (two largest sizes held out) choosing among these by the folds gives 4.12% ARE, vs 6.17% with
+# (1e-3, 0) and (1, 0) only and 5.36% with p <= 0.5 (docs/bench/scaling_heldout.md).
+ESTIMATORS = ((HUBER_DELTA, 0.0), (1.0, 0.0), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (1.0, 4.0))
 MIN_FOLDS_TO_CHOOSE = 2
 # ... and only where the law measurably misfits (calibration kappa above this): where it fits (synthetic
 # Chinchilla data, Porian's chinchilla-convention settings, Gemstones: kappa <= 0.025) Huber's robustness
@@ -58,6 +69,23 @@ class ScalingPoint:
     loss: float
     run_id: str = ""
     flops: float | None = None
+    weight: float = 1.0  # relative weight in the objective and the bootstrap; 0 leaves the point out
+
+
+@dataclass(frozen=True)
+class ScalingInput:
+    """One decoded request: what to fit, how, and what to answer (``at``: (k, 2) N, D queries; ``budgets``:
+    FLOPs; ``notes``: warnings decoding produced, e.g. a lowered default bootstrap)."""
+
+    points: Sequence[ScalingPoint]
+    form: str = "chinchilla"
+    bootstrap: int = 200
+    drop_early_fraction: float = DEFAULT_DROP_EARLY
+    huber_delta: float | None = None
+    isoflop: bool = False
+    at: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    budgets: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,8 +111,10 @@ class ScalingFit:
     boot_theta: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros((0, 0)))
     calibration: Calibration | None = field(repr=False, compare=False, default=None)
     drop_early_fraction: float = 0.0
-    n_dropped: int = 0  # checkpoints dropped by drop_early_fraction (n_points counts those kept)
+    n_dropped: int = 0  # points left out (n_points counts those kept); ``dropped`` says why
     huber_delta: float = HUBER_DELTA  # the estimator chosen (Huber threshold on log residuals)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason ("early_checkpoint", "zero_weight") -> count
+    isoflop: "IsoFlopFit | None" = field(repr=False, compare=False, default=None)
 
     def _X(self, n_params, tokens) -> np.ndarray:
         n = np.atleast_1d(np.asarray(n_params, dtype=np.float64))
@@ -99,17 +129,32 @@ class ScalingFit:
 
         Sampling error only: the band is widened to contain the point estimate when the replicates all
         fall on one side of it (``band_warnings`` says where); use ``predictive`` for extrapolation."""
-        mean, lo, hi = self._boot_band(n_params, tokens)
+        return self._widened(self._X(n_params, tokens))
+
+    def _widened(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mean, lo, hi = self._band_X(X)
         return mean, np.minimum(lo, mean), np.maximum(hi, mean)
 
     def predictive(self, n_params, tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Loss at (N, D) with a 95% predictive interval: the bootstrap band combined (in log loss, in
         quadrature, each side) with the model error measured by leave-largest-out (calibrate.py), which
         grows with the distance beyond the fitted data."""
-        mean, lo, hi = self.predict(n_params, tokens)
+        return self._predictive_X(self._X(n_params, tokens))
+
+    def loss_at_compute(self, flops) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """kaplan L(C) at training budgets C (FLOPs): loss, 95% bootstrap band, 95% predictive interval."""
+        if FORMS[self.form].needs != "C":
+            raise InvalidRequest.single("form", "loss_at_compute needs the kaplan L(C) law; use compute_optimal")
+        X = np.log(np.atleast_1d(np.asarray(flops, dtype=np.float64)))[:, None]
+        mean, lo, hi = self._widened(X)
+        _, plo, phi = self._predictive_X(X)
+        return mean, lo, hi, plo, phi
+
+    def _predictive_X(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mean, lo, hi = self._widened(X)
         if self.calibration is None:
             return mean, lo, hi
-        m = self.calibration.half_width(self._X(n_params, tokens))
+        m = self.calibration.half_width(X)
         with np.errstate(all="ignore"):
             lm = np.log(mean)
             dlo = np.nan_to_num(lm - np.log(lo), nan=0.0, posinf=0.0)
@@ -127,7 +172,9 @@ class ScalingFit:
                 "lower95/upper95 were widened to contain it" for i in bad[:MAX_OUTLIERS_NAMED]]
 
     def _boot_band(self, n_params, tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        X = self._X(n_params, tokens)
+        return self._band_X(self._X(n_params, tokens))
+
+    def _band_X(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         form = FORMS[self.form]
         with np.errstate(all="ignore"):
             mean = np.exp(log_pred(form, self.theta[None], X)[0])
@@ -192,7 +239,8 @@ def _log_optimum(form: str, theta: np.ndarray, flops: float) -> tuple[np.ndarray
     return ln[ok], ld[ok]
 
 
-def _validate(points: Sequence[ScalingPoint], form: str, bootstrap: int, drop_early_fraction: float) -> None:
+def _validate(points: Sequence[ScalingPoint], form: str, bootstrap: int, drop_early_fraction: float,
+              huber_delta: float | None = None) -> None:
     if form not in FORMS:
         raise InvalidRequest.single("form", f"unknown form {form!r}; expected one of {sorted(FORMS)}")
     found: list[tuple[int, int, FieldViolation]] = []  # (point, field order, violation)
@@ -204,6 +252,11 @@ def _validate(points: Sequence[ScalingPoint], form: str, bootstrap: int, drop_ea
         idx = _bad_indices(points, name, optional=name == "flops")
         n_bad += len(idx)
         found.extend((int(i), order, FieldViolation(f"points[{i}].{name}", why)) for i in idx[:MAX_LISTED])
+    w = _weights(points)
+    bad_w = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+    n_bad += len(bad_w)
+    found.extend((int(i), 4, FieldViolation(f"points[{i}].weight", "must be a finite number >= 0"))
+                 for i in bad_w[:MAX_LISTED])
     bad = [v for _, _, v in sorted(found, key=lambda t: t[:2])][:MAX_LISTED]
     if n_bad > len(bad):
         bad.append(FieldViolation("points", f"{n_bad - len(bad)} more bad values not listed"))
@@ -211,6 +264,8 @@ def _validate(points: Sequence[ScalingPoint], form: str, bootstrap: int, drop_ea
         bad.append(FieldViolation("bootstrap", "must be >= 0"))
     if not 0.0 <= drop_early_fraction < 1.0:
         bad.append(FieldViolation("drop_early_fraction", "must be in [0, 1)"))
+    if huber_delta is not None and not (np.isfinite(huber_delta) and huber_delta > 0):
+        bad.append(FieldViolation("huber_delta", f"must be a finite number > 0 (log-loss units), got {huber_delta}"))
     if bad:
         raise InvalidRequest(bad)
 
@@ -225,19 +280,33 @@ def _bad_indices(points: Sequence[ScalingPoint], name: str, optional: bool = Fal
         return np.flatnonzero(~(np.isfinite(v) & (v > 0)))
 
 
-def _select(points: Sequence[ScalingPoint], drop_early_fraction: float) -> tuple[list[int], list[str]]:
-    """Indices kept after dropping each run's earliest checkpoints, and each kept point's run key."""
+def _weights(points: Sequence[ScalingPoint]) -> np.ndarray:
+    raw = [getattr(p, "weight", 1.0) for p in points]
+    return np.array([float(x) if isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
+                     else np.nan for x in raw], dtype=np.float64)
+
+
+def _select(points: Sequence[ScalingPoint], drop_early_fraction: float
+            ) -> tuple[list[int], list[str], dict[str, int]]:
+    """Indices kept after dropping zero-weight points and each run's earliest checkpoints (a run's final
+    tokens count all its points), each kept point's run key, and the counts dropped by reason."""
     runs: dict[str, list[int]] = {}
     for i, p in enumerate(points):
         runs.setdefault(p.run_id if p.run_id else f"#point{i}", []).append(i)
     keep, keys = [], []
+    early = zero = 0
     for key, idx in runs.items():
         if len(idx) > 1 and drop_early_fraction > 0:
             final = max(points[i].tokens for i in idx)
-            idx = [i for i in idx if points[i].tokens >= drop_early_fraction * final]
-        keep.extend(idx)
-        keys.extend([key] * len(idx))
-    return keep, keys
+            kept = [i for i in idx if points[i].tokens >= drop_early_fraction * final]
+            early += len(idx) - len(kept)
+            idx = kept
+        kept = [i for i in idx if points[i].weight > 0]
+        zero += len(idx) - len(kept)
+        keep.extend(kept)
+        keys.extend([key] * len(kept))
+    dropped = {k: v for k, v in (("early_checkpoint", early), ("zero_weight", zero)) if v}
+    return keep, keys, dropped
 
 
 def _natural(form: Form, theta: np.ndarray) -> dict[str, float]:
@@ -262,22 +331,28 @@ def fit_scaling_law(
     seed: int = 0,
     drop_early_fraction: float = DEFAULT_DROP_EARLY,
     *,
+    huber_delta: float | None = None,
+    isoflop: bool = False,
     cancel: CancelToken | None = None,
     stats: FitStats | None = None,
 ) -> ScalingFit:
     """Fit ``form`` to the points; invalid input raises InvalidRequest naming the field.
 
-    ``cancel`` stops the fit (``Cancelled`` or ``DeadlineExceeded`` is raised) before its next objective
-    evaluation; ``stats`` counts the work done (for admission control's cost estimates)."""
+    ``huber_delta`` fixes the estimator (None: chosen by leave-largest-out, see HUBER_DELTAS); ``isoflop``
+    also fits Approach 2 (isoflop.py) on the same selected points. ``cancel`` stops the fit (``Cancelled``
+    or ``DeadlineExceeded`` is raised) before its next objective evaluation; ``stats`` counts the work done
+    (for admission control's cost estimates)."""
     stats = stats if stats is not None else FitStats()
     with single_threaded_blas(), np.errstate(all="ignore"):
-        return _fit(points, form, bootstrap, seed, drop_early_fraction, cancel.check if cancel else None, stats)
+        return _fit(points, form, bootstrap, seed, drop_early_fraction, cancel.check if cancel else None, stats,
+                    huber_delta, isoflop)
 
 
-def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitStats) -> ScalingFit:
-    _validate(points, form, bootstrap, drop_early_fraction)
+def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitStats,
+         huber_delta: float | None = None, isoflop: bool = False) -> ScalingFit:
+    _validate(points, form, bootstrap, drop_early_fraction, huber_delta)
     law = FORMS[form]
-    keep, keys = _select(points, drop_early_fraction)
+    keep, keys, dropped = _select(points, drop_early_fraction)
     n_par = len(law.param_names)
     if len(keep) < n_par:
         raise InvalidRequest.single(
@@ -287,6 +362,7 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitSt
     N = np.array([p.n_params for p in P], dtype=np.float64)
     D = np.array([p.tokens for p in P], dtype=np.float64)
     y = np.array([p.loss for p in P], dtype=np.float64)
+    pw = np.array([p.weight for p in P], dtype=np.float64)  # point weights (all > 0 after _select)
     if law.needs == "C":
         C = np.array([p.flops if p.flops is not None else 6.0 * p.n_params * p.tokens for p in P])
         X = np.log(C)[:, None]
@@ -295,21 +371,26 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitSt
     ly = np.log(y)
     warnings: list[str] = []
     design = Design.build(law, X, ly)  # shared by the full fit and every replicate
-    theta, _ = fit_form(law, X, ly, design=design, check=check, stats=stats)
+    delta = HUBER_DELTA if huber_delta is None else float(huber_delta)
+    theta, _ = fit_form(law, X, ly, w=pw, design=design, check=check, stats=stats, delta=delta)
     resid = log_pred(law, theta[None], X)[0] - ly
-    delta = HUBER_DELTA
-    cal = calibrate(law, X, ly, theta, resid, check, stats, delta)
-    for alt in HUBER_DELTAS[1:]:  # keep Approach 3 unless another estimator predicts held-out sizes better
-        if cal.folds < MIN_FOLDS_TO_CHOOSE or cal.kappa <= MISSPEC_KAPPA:  # no evidence to leave Approach 3
-            break
-        th2, _ = fit_form(law, X, ly, design=design, check=check, stats=stats, delta=alt, extra_starts=[theta])
+    cal = calibrate(law, X, ly, theta, resid, check, stats, delta, w=pw)
+    size_power, base_mae, pw_fit = 0.0, cal.heldout_mae, pw
+    choose = huber_delta is None and cal.folds >= MIN_FOLDS_TO_CHOOSE and cal.kappa > MISSPEC_KAPPA
+    for alt, power in ESTIMATORS[1:] if choose else ():  # keep Approach 3 unless another estimator predicts
+        wa = pw * np.exp(power * (X[:, 0] - X[:, 0].max()))  # the held-out largest sizes better
+        th2, _ = fit_form(law, X, ly, w=wa, design=design, check=check, stats=stats, delta=alt, extra_starts=[theta])
         r2 = log_pred(law, th2[None], X)[0] - ly
-        cal2 = calibrate(law, X, ly, th2, r2, check, stats, alt)
-        if cal.kappa > MISSPEC_KAPPA and cal2.heldout_mae < cal.heldout_mae:
-            warnings.append(f"estimator: Huber delta {alt:g} on log loss (least squares) instead of Approach 3's "
-                            f"{HUBER_DELTA:g}: its error predicting the held-out largest sizes was "
-                            f"{100 * cal2.heldout_mae:.2f}% vs {100 * cal.heldout_mae:.2f}% (the law is misspecified here)")
-            theta, resid, cal, delta = th2, r2, cal2, alt
+        cal2 = calibrate(law, X, ly, th2, r2, check, stats, alt, w=wa)
+        if cal2.heldout_mae < cal.heldout_mae:
+            theta, resid, cal, delta, size_power, pw_fit = th2, r2, cal2, alt, power, wa
+    if size_power or delta != (HUBER_DELTA if huber_delta is None else huber_delta):
+        how = f"Huber delta {delta:g} on log loss (least squares)" + (
+            f", points weighted by (size / largest)^{size_power:g}" if size_power else "")
+        warnings.append(f"estimator: {how} instead of Approach 3's {HUBER_DELTA:g}: its error predicting the held-out "
+                        f"largest sizes was {100 * cal.heldout_mae:.2f}% vs {100 * base_mae:.2f}% (the law is "
+                        "misspecified here)")
+        pw = pw_fit
     stats.main_evaluations = stats.evaluations  # the fit, its calibration folds and the estimator choice
     run_keys = sorted(set(keys))
     position = {k: i for i, k in enumerate(run_keys)}  # (list.index here was quadratic in the points)
@@ -321,7 +402,7 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitSt
             if check is not None:
                 check()
             pick = rng.integers(0, len(run_keys), len(run_keys))
-            w = np.bincount(pick, minlength=len(run_keys)).astype(np.float64)[key_idx]
+            w = np.bincount(pick, minlength=len(run_keys)).astype(np.float64)[key_idx] * pw
             if np.count_nonzero(w) < n_par:
                 continue
             tb, _ = fit_form(law, X, ly, w=w, n_starts=0, extra_starts=[theta], design=design, check=check,
@@ -353,15 +434,23 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitSt
     warnings.extend(_bound_warnings(law, theta))
     warnings.extend(_dead_term_warnings(law, theta, X))
     warnings.extend(_outlier_warnings(law, theta, X, ly, resid, keep, P, params,
-                                      design, check, stats, delta))
+                                      design, check, stats, delta, pw))
     if cal.folds == 0:
         warnings.append(f"only {n_sizes} distinct sizes: too few to measure out-of-sample error by holding out the "
                         f"largest (needs at least 4); predictive intervals hold in-sample noise only and "
                         "understate extrapolation error")
     n_dropped = len(points) - len(keep)
-    if n_dropped:
-        warnings.append(f"dropped {n_dropped} of {len(points)} checkpoints below {drop_early_fraction:g} of their "
-                        "run's final tokens (drop_early_fraction)")
+    if dropped.get("early_checkpoint"):
+        warnings.append(f"dropped {dropped['early_checkpoint']} of {len(points)} checkpoints below "
+                        f"{drop_early_fraction:g} of their run's final tokens (drop_early_fraction)")
+    if dropped.get("zero_weight"):
+        warnings.append(f"left out {dropped['zero_weight']} point(s) with weight 0")
+    iso = None
+    if isoflop:
+        from .isoflop import fit_isoflop
+
+        iso = fit_isoflop(P, keys)
+        warnings.extend(iso.warnings)
     return ScalingFit(
         form=form,
         params={k: float(v) for k, v in params.items()},
@@ -376,6 +465,8 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitSt
         drop_early_fraction=float(drop_early_fraction),
         n_dropped=n_dropped,
         huber_delta=delta,
+        dropped=dropped,
+        isoflop=iso,
     )
 
 
@@ -440,7 +531,8 @@ def _lse_last(t: np.ndarray) -> np.ndarray:
 
 def _outlier_warnings(law: Form, theta: np.ndarray, X: np.ndarray, ly: np.ndarray, resid: np.ndarray,
                       index: list[int], P: list[ScalingPoint], params: dict[str, float], design: Design,
-                      check, stats: FitStats, delta: float = HUBER_DELTA) -> list[str]:
+                      check, stats: FitStats, delta: float = HUBER_DELTA,
+                      pw: np.ndarray | None = None) -> list[str]:
     """Points whose log residual is over ``OUTLIER_Z`` robust standard deviations, named, with how much
     the parameters move when they are left out (a refit from the fitted optimum)."""
     med = float(np.median(resid))
@@ -451,7 +543,7 @@ def _outlier_warnings(law: Form, theta: np.ndarray, X: np.ndarray, ly: np.ndarra
     bad = np.flatnonzero(np.abs(z) > OUTLIER_Z)
     if len(bad) == 0 or len(ly) - len(bad) < len(law.param_names):
         return []
-    w = np.ones_like(ly)
+    w = np.ones_like(ly) if pw is None else pw.copy()
     w[bad] = 0.0
     tb, _ = fit_form(law, X, ly, w=w, n_starts=4, extra_starts=[theta], design=design, check=check, stats=stats,
                      delta=delta)

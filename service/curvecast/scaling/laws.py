@@ -4,7 +4,8 @@ All forms are fitted the way Hoffmann et al. fit Approach 3: the law is written 
 linear terms in log N, log D (or log C), so log L_hat = LSE(a - alpha*log N, b - beta*log D, e), and the
 Huber loss (delta 1e-3) of log L_hat - log L is minimised with L-BFGS-B from many grid starts, with
 analytic gradients and tight tolerances (default tolerances stop near the start: see the notes).
-The whole grid is scored in one vectorised pass and only the best starts are refined.
+The whole grid is scored in one vectorised pass and only the best starts are refined; an answer left exactly
+on a grid start value is restarted from jittered points (``_off_start``), so none stays there by accident.
 
 Cost is linear in the number of points: the terms are linear in theta, so their Jacobian is built once
 per fit (``Design``) and never per grid row; the grid only ranks starts, so it is scored on an evenly
@@ -289,4 +290,40 @@ def fit_form(
             )
             if np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and res.fun < best_val:
                 best_theta, best_val = res.x, float(res.fun)
+        if n_starts > 0:
+            best_theta, best_val = _off_start(form, f, np.asarray(best_theta, dtype=np.float64), best_val, bounds)
     return np.asarray(best_theta, dtype=np.float64), best_val
+
+
+JITTER_RESTARTS = 3
+_LBFGS = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000, "maxfun": 20000}
+
+
+def at_start_values(form: Form, theta: np.ndarray, tol: float = 1e-7) -> list[int]:
+    """Indices of theta entries sitting on one of their grid start values."""
+    return [i for i, v in enumerate(theta) if any(abs(float(v) - g) <= tol for g in form.grid[i])]
+
+
+def _off_start(form: Form, f, theta: np.ndarray, val: float, bounds) -> tuple[np.ndarray, float]:
+    """L-BFGS-B never moves a coordinate the objective is flat in, so an answer exactly on a grid start
+    value is either the optimum or an artefact of the start (a dead term's exponent left at 2.0). Restart
+    from points jittered in those coordinates (a fifth of a grid step) and take a result that is at least
+    as good and off the start values: a true optimum there pulls the restarts back (to within the
+    tolerances), a flat coordinate does not, so no answer stays on a start value by accident."""
+    idx = at_start_values(form, theta)
+    if not idx:
+        return theta, val
+    steps = np.array([abs(g[1] - g[0]) if len(g) > 1 else 0.1 for g in form.grid])[idx]
+    rng = np.random.default_rng(0)
+    lo, hi = np.array(form.lo), np.array(form.hi)
+    for _ in range(JITTER_RESTARTS):
+        x0 = theta.copy()
+        x0[idx] += 0.2 * steps * rng.choice([-1.0, 1.0], len(idx)) * rng.uniform(0.5, 1.0, len(idx))
+        res = optimize.minimize(f, np.clip(x0, lo, hi), jac=True, method="L-BFGS-B", bounds=bounds, options=_LBFGS)
+        if not (np.all(np.isfinite(res.x)) and np.isfinite(res.fun)):
+            continue
+        if res.fun <= val + 1e-9 * abs(val) + 1e-15 and (res.fun < val or not at_start_values(form, res.x)):
+            theta, val = np.asarray(res.x, dtype=np.float64), float(res.fun)
+            if not at_start_values(form, theta):
+                break
+    return theta, val

@@ -23,6 +23,8 @@ from ..domain.validation import (
     PolicyInput,
     RunInput,
     ScheduleInput,
+    SiblingInput,
+    SweepInput,
     Violations,
     validate_forecast,
 )
@@ -31,6 +33,7 @@ from ..engines.base import EngineInfo
 
 if TYPE_CHECKING:
     from ..scaling import ScalingFit, ScalingPoint
+    from ..scaling.fit import ScalingInput
     from ..scaling.limits import ScalingLimits
 
 _GOALS = {pb.GOAL_UNSPECIFIED: Goal.MINIMIZE, pb.GOAL_MINIMIZE: Goal.MINIMIZE, pb.GOAL_MAXIMIZE: Goal.MAXIMIZE}
@@ -71,9 +74,7 @@ def forecast_input(req: pb.ForecastRequest) -> ForecastInput:
     """Read the wire request once into plain values, checking nothing: unset optional fields become None,
     enum values with no domain meaning stay ints, so validation can name them."""
     pc, r, p = req.curve, req.run, req.policy
-    curve = CurveInput(x=_floats(pc.x), values=_floats(pc.values), goal=_GOALS.get(pc.goal, pc.goal),
-                       x_kind=_XKINDS.get(pc.x_kind, pc.x_kind), metric=pc.metric,
-                       lower_bound=_opt(pc, "lower_bound"), upper_bound=_opt(pc, "upper_bound"), lr=_floats(pc.lr))
+    curve = _curve_input(pc)
     run = RunInput(total_steps=_opt(r, "total_steps"),
                    schedule=_schedule_input(r.schedule) if r.HasField("schedule") else None,
                    model_params=_opt(r, "model_params"), tokens_per_step=_opt(r, "tokens_per_step"),
@@ -82,7 +83,20 @@ def forecast_input(req: pb.ForecastRequest) -> ForecastInput:
     policy = PolicyInput(**{n: _opt(p, n) for n in _POLICY_FIELDS}) if req.HasField("policy") else PolicyInput()
     return ForecastInput(curve=curve, run=run, query_x=_floats(req.query_x), quantiles=tuple(req.quantiles),
                          target=_opt(req, "target"), incumbent=_opt(req, "incumbent"), policy=policy,
-                         engine=req.engine, request_id=req.request_id)
+                         engine=req.engine, request_id=req.request_id,
+                         sweep=_sweep_input(req.sweep) if req.HasField("sweep") else None)
+
+
+def _curve_input(pc: pb.Curve) -> CurveInput:
+    return CurveInput(x=_floats(pc.x), values=_floats(pc.values), goal=_GOALS.get(pc.goal, pc.goal),
+                      x_kind=_XKINDS.get(pc.x_kind, pc.x_kind), metric=pc.metric,
+                      lower_bound=_opt(pc, "lower_bound"), upper_bound=_opt(pc, "upper_bound"), lr=_floats(pc.lr))
+
+
+def _sweep_input(sw: pb.SweepContext) -> SweepInput:
+    return SweepInput(sweep_id=sw.sweep_id, siblings=[
+        SiblingInput(curve=_curve_input(s.curve), run_id=s.run_id, budget=_opt(s, "budget"), finished=s.finished,
+                     hyperparameters=dict(s.hyperparameters)) for s in sw.siblings])
 
 
 def _schedule_input(s: pb.LrSchedule) -> ScheduleInput:
@@ -216,10 +230,19 @@ def scaling_form(value: int) -> str:
 
 def scaling_request(req: pb.FitScalingLawRequest, limits: "ScalingLimits | None" = None
                     ) -> tuple[list["ScalingPoint"], str, int, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Validate a FitScalingLawRequest: points, form, bootstrap, predict_at (k, 2), budgets and notes for
-    the response. Sizes are checked against ``limits`` first, before anything is decoded into Python
-    objects; then every value, naming the first ``MAX_LISTED`` bad point values and counting the rest."""
+    """``scaling_input`` as a tuple (points, form, bootstrap, predict_at, budgets, notes), without the
+    fit options (kept for callers written before them)."""
+    inp = scaling_input(req, limits)
+    return list(inp.points), inp.form, inp.bootstrap, inp.at, inp.budgets, inp.notes
+
+
+def scaling_input(req: pb.FitScalingLawRequest, limits: "ScalingLimits | None" = None) -> "ScalingInput":
+    """Validate a FitScalingLawRequest into a ScalingInput: points, form, bootstrap, fit options,
+    predict_at (k, 2), budgets and notes for the response. Sizes are checked against ``limits`` first,
+    before anything is decoded into Python objects; then every value, naming the first ``MAX_LISTED`` bad
+    point values and counting the rest."""
     from ..scaling import ScalingPoint
+    from ..scaling.fit import DEFAULT_DROP_EARLY, ScalingInput
     from ..scaling.limits import MAX_LISTED, ScalingLimits
 
     limits = limits or ScalingLimits()
@@ -243,26 +266,35 @@ def scaling_request(req: pb.FitScalingLawRequest, limits: "ScalingLimits | None"
         bad = ~(np.isfinite(values) & (values > 0) & (values <= _SCALING_MAX))
     flops = [p.flops if p.HasField("flops") else None for p in req.points]
     bad_flops = [i for i, f in enumerate(flops) if f is not None and not (math.isfinite(f) and 0 < f <= _X_MAX)]
+    weights = [p.weight if p.HasField("weight") else 1.0 for p in req.points]
+    bad_weights = [i for i, w in enumerate(weights) if not (math.isfinite(w) and 0 <= w <= _X_MAX)]
     where = np.argwhere(bad)  # row-major: by point, then in field order
-    listed = len(where) + len(bad_flops)
+    listed = len(where) + len(bad_flops) + len(bad_weights)
     for i, j in where[:MAX_LISTED]:
         c.add(f"points[{i}].{('n_params', 'tokens', 'loss')[j]}",
               f"must be finite, > 0 and at most {_SCALING_MAX[j]:g}, got {values[i, j]}")
-    for i in bad_flops[: max(MAX_LISTED - len(where), 0)]:
+    room = max(MAX_LISTED - len(where), 0)
+    for i in bad_flops[:room]:
         c.add(f"points[{i}].flops", f"must be finite, > 0 and at most {_X_MAX:g} when given, got {flops[i]}")
+    for i in bad_weights[: max(room - len(bad_flops), 0)]:
+        c.add(f"points[{i}].weight", f"must be finite, >= 0 and at most {_X_MAX:g} when given, got {weights[i]}")
     if listed > MAX_LISTED:
         c.add("points", f"{listed - MAX_LISTED} more bad values not listed")
     points = [] if listed else [ScalingPoint(n_params=float(v[0]), tokens=float(v[1]), loss=float(v[2]),
-                                             run_id=p.run_id, flops=f) for v, p, f in zip(values, req.points, flops)]
+                                             run_id=p.run_id, flops=f, weight=float(w))
+                                for v, p, f, w in zip(values, req.points, flops, weights)]
+    drop = req.drop_early_fraction if req.HasField("drop_early_fraction") else DEFAULT_DROP_EARLY
+    if not (math.isfinite(drop) and 0.0 <= drop < 1.0):
+        c.add("drop_early_fraction", f"must be in [0, 1) (a fraction of each run's final tokens), got {drop}")
+    delta = req.huber_delta if req.HasField("huber_delta") else None
+    if delta is not None and not (math.isfinite(delta) and 0.0 < delta <= _X_MAX):
+        c.add("huber_delta", f"must be finite and > 0 (log-loss units; 1e-3 is Approach 3), got {delta}")
     at = np.array([[q.n_params, q.tokens] for q in req.predict_at], dtype=np.float64).reshape(-1, 2)
     with np.errstate(invalid="ignore"):
         bad_at = ~(np.isfinite(at) & (at > 0) & (at <= _X_MAX)).all(axis=1)
     for i in np.flatnonzero(bad_at)[:MAX_LISTED]:
         c.add(f"predict_at[{i}]", f"n_params and tokens must be finite, > 0 and at most {_X_MAX:g}")
     budgets = np.array(req.compute_budgets, dtype=np.float64)
-    if form == "kaplan" and len(budgets):
-        c.add("compute_budgets", "the kaplan form L(C) has no N/D split; use chinchilla or gadre for "
-              "compute-optimal allocations")
     with np.errstate(invalid="ignore"):
         bad_budgets = ~(np.isfinite(budgets) & (budgets > 0) & (budgets <= _X_MAX))
     for i in np.flatnonzero(bad_budgets)[:MAX_LISTED]:
@@ -270,7 +302,8 @@ def scaling_request(req: pb.FitScalingLawRequest, limits: "ScalingLimits | None"
     if len(req.request_id) > MAX_REQUEST_ID:
         c.add("request_id", f"must be at most {MAX_REQUEST_ID} characters")
     c.raise_if_any()
-    return points, form, bootstrap, at, budgets, notes
+    return ScalingInput(points=points, form=form, bootstrap=bootstrap, drop_early_fraction=float(drop),
+                        huber_delta=delta, isoflop=bool(req.isoflop), at=at, budgets=budgets, notes=notes)
 
 
 def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, request_id: str,
@@ -278,7 +311,10 @@ def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, req
     resp = pb.FitScalingLawResponse(form=_FORMS_BACK.get(fit.form, pb.SCALING_FORM_UNSPECIFIED),
                                     residual_rmse=_safe(fit.residual_rmse), n_points=fit.n_points,
                                     n_runs=fit.n_runs, warnings=[*notes, *fit.warnings], request_id=request_id,
-                                    drop_early_fraction=fit.drop_early_fraction, n_points_dropped=fit.n_dropped)
+                                    drop_early_fraction=fit.drop_early_fraction, n_points_dropped=fit.n_dropped,
+                                    huber_delta=fit.huber_delta)
+    for reason, count in fit.dropped.items():
+        resp.dropped.add(reason=reason, count=count)
     if fit.calibration is not None:
         cal = fit.calibration
         resp.calibration_folds, resp.calibration_heldout_points = cal.folds, cal.n_heldout
@@ -293,6 +329,16 @@ def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, req
         for (n, d), m, l, h, pl, ph in zip(at, mean, lo, hi, plo, phi):
             resp.predictions.add(n_params=n, tokens=d, loss=_safe(m), lower95=_safe(l), upper95=_safe(h),
                                  predictive_lower95=_safe(pl), predictive_upper95=_safe(ph))
+    if fit.isoflop is not None:
+        _isoflop(resp.isoflop, fit.isoflop, budgets)
+        for b in budgets:
+            resp.warnings.extend(fit.isoflop.budget_warnings(float(b)))
+    if fit.form == "kaplan" and len(budgets):  # L(C) has no N/D split: the loss each budget reaches
+        mean, lo, hi, plo, phi = fit.loss_at_compute(budgets)
+        for b, m, l, h, pl, ph in zip(budgets, mean, lo, hi, plo, phi):
+            resp.compute_losses.add(flops=float(b), loss=_safe(m), lower95=_safe(l), upper95=_safe(h),
+                                    predictive_lower95=_safe(pl), predictive_upper95=_safe(ph))
+        budgets = budgets[:0]
     for b in budgets:
         n, d, loss = fit.compute_optimal(float(b))
         iv = fit.compute_optimal_interval(float(b))
@@ -301,6 +347,19 @@ def scaling_response(fit: "ScalingFit", at: np.ndarray, budgets: np.ndarray, req
                                  tokens_lower95=_safe(iv["tokens"][0]), tokens_upper95=_safe(iv["tokens"][1]),
                                  loss_lower95=_safe(iv["loss"][0]), loss_upper95=_safe(iv["loss"][1]))
     return resp
+
+
+def _isoflop(msg: pb.IsoFlopFit, iso, budgets: np.ndarray) -> None:
+    for p in iso.profiles:
+        msg.budgets.add(flops=_safe(p.flops), n_points=p.n_points, n_params_opt=_safe(p.n_opt),
+                        tokens_opt=_safe(p.d_opt), loss_opt=_safe(p.loss_opt), used=p.used, note=p.note)
+    msg.exponent, msg.coefficient = _safe(iso.exponent), _safe(iso.coefficient)
+    msg.exponent_lower95, msg.exponent_upper95 = _safe(iso.exponent_interval[0]), _safe(iso.exponent_interval[1])
+    if iso.n_line is None:
+        return
+    for b in budgets:
+        o = iso.compute_optimal(float(b))
+        msg.compute_optimal.add(flops=float(b), **{k: _safe(v) for k, v in o.items()})
 
 
 def engine_status(info: EngineInfo) -> pb.EngineStatus:

@@ -167,19 +167,17 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
     async def FitScalingLaw(self, request: pb.FitScalingLawRequest,
                             context: grpc.aio.ServicerContext) -> pb.FitScalingLawResponse:
         try:
-            limits = self._dp.settings.scaling_limits
-            n = len(request.points)
-            boot = request.bootstrap if request.HasField("bootstrap") else limits.default_bootstrap(n)
-            if not limits.violations(n, boot):  # (a request over the limits is INVALID_ARGUMENT, below)
-                # busy, or hopeless for its deadline: refused before its points are decoded
-                self._dp.precheck_fit(n, boot, converters.scaling_form(request.form), _deadline(context))
-            # decoding 100,000 points or predicting 1,000 x 2,000 replicates takes a while: off the loop
-            points, form, bootstrap, at, budgets, notes = await self._dp.offload(converters.scaling_request,
-                                                                                 request, limits)
-            # a cancelled call (client gone, deadline passed, server past its grace period) cancels this
+            # admission (from the counts), decoding (off the loop) and the fit are the data plane's; a
+            # cancelled call (client gone, deadline passed, server past its grace period) cancels this
             # coroutine, and the data plane stops the fit's worker within one objective evaluation
-            fit = await self._dp.fit_scaling_law(points, form, bootstrap, _deadline(context))
-            return await self._dp.offload(converters.scaling_response, fit, at, budgets, request.request_id, notes)
+            inp, fit = await self._dp.fit_scaling_request(
+                len(request.points), request.bootstrap if request.HasField("bootstrap") else None,
+                converters.scaling_form(request.form),
+                partial(converters.scaling_input, request, self._dp.settings.scaling_limits),
+                _deadline(context))
+            # predicting 1,000 x 2,000 replicates takes a while: off the loop
+            return await self._dp.offload(converters.scaling_response, fit, inp.at, inp.budgets, request.request_id,
+                                          inp.notes)
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc, "FitScalingLaw")
             raise

@@ -16,7 +16,12 @@ in about [0, 1] (the range of LC-PFN's prior, which passes through unchanged):
   ``1 - L_end / L_start`` as the loss falls; a diverging loss goes negative.
 * maximise with an upper bound only: the mirror image, ``z = (y - ref) / (hi - ref)``.
 * no usable bound: the missing bound is inferred as ``min(prefix) - spread`` (or ``max + spread``) with
-  ``spread = max(range(prefix), |ref| * 0.1, 1e-8)`` and the one-bound rule applies. A bound range
+  ``spread = max(range(prefix), |ref| * 0.1, 1e-8)`` and the one-bound rule applies. A declared single
+  bound is a limit, not a target: one more than ``FAR_BOUND_SPREADS`` (2) spreads beyond the prefix is
+  replaced by that distance in the transform and only clips the forecast (issue 17: with
+  ``lower_bound=0`` on a loss far above 0 the model forecast a large further drop; 2 spreads had the
+  best final-value errors of 1, 2, 4 and "the declared bound" on the ruler's tune split,
+  ``python -m training.eval_real bounds``). A bound range
   that is degenerate (width <= 1e-300 or infinite) counts as no range; the one-bound scale is kept
   within [spread * 1e-3, spread * 1e4] so extreme bounds cannot squash or blow up the curve.
 
@@ -41,6 +46,7 @@ from scipy import signal
 N_FEATURES = 5
 Z_MIN, Z_MAX = -2.0, 3.0
 REF_POINTS = 3
+FAR_BOUND_SPREADS = 2.0  # a declared bound farther than this many prefix spreads is a limit only
 SCHEDULE_GRID = 512  # points per budget used to integrate S1 and S2
 DEFAULT_MOMENTUM_STEPS = 1000.0  # S2 momentum 0.999 per step -> time constant of 1000 steps
 TAU_MIN, TAU_MAX = 0.005, 0.2  # momentum time constant, as a fraction of the budget
@@ -98,13 +104,23 @@ def value_transform(
     ref = float(prefix[:REF_POINTS].mean())
     spread = float(_spread(prefix, np.asarray(ref)))
     if minimize:
-        lo = lower if lower is not None and lower < ref else float(prefix.min()) - spread
-        a, b = loss_transform_params(prefix, lo)
-        return ValueTransform(float(a), float(b), "lower-bound" if lower is not None else "inferred-lower")
-    hi = upper if upper is not None and upper > ref else float(prefix.max()) + spread
+        if lower is None or lower >= ref:
+            a, b = loss_transform_params(prefix, float(prefix.min()) - spread)
+            return ValueTransform(float(a), float(b), "inferred-lower")
+        # a floor is a limit, not a target: a declared bound far below the curve (a loss at 3 with
+        # lower_bound=0) puts the curve in the "far from its floor" part of model space and the model
+        # forecasts a large further drop; a bound more than FAR_BOUND_SPREADS spreads below the prefix
+        # is replaced by that distance (it still clips the forecast)
+        far = float(prefix.min()) - FAR_BOUND_SPREADS * spread
+        a, b = loss_transform_params(prefix, max(lower, far))
+        return ValueTransform(float(a), float(b), "lower-bound" if lower >= far else "far-lower-bound")
+    if upper is None or upper <= ref:
+        a, b = loss_transform_params(-prefix, -(float(prefix.max()) + spread))
+        return ValueTransform(float(a), float(-b), "inferred-upper")
     # mirror: maximising y is minimising -y with lower bound -hi
-    a, b = loss_transform_params(-prefix, -hi)
-    return ValueTransform(float(a), float(-b), "upper-bound" if upper is not None else "inferred-upper")
+    far = float(prefix.max()) + FAR_BOUND_SPREADS * spread
+    a, b = loss_transform_params(-prefix, -min(upper, far))
+    return ValueTransform(float(a), float(-b), "upper-bound" if upper <= far else "far-upper-bound")
 
 
 # ---- positions and schedule features ------------------------------------------------------------
