@@ -188,3 +188,18 @@ def test_a_curve_that_never_moved_gets_a_band_that_lets_it_move():
     # a curve that moves, however little, keeps its noise-sized widening
     moving = Curve(x=x, y=2.733 + 1e-4 * np.sin(x), lower_bound=0.0)
     assert not any("has not moved" in w for w in review(_query(moving, xq), flat).warnings)
+
+
+def test_a_loss_stuck_at_zero_keeps_room_to_rise():
+    """A validation log-loss that fell to exactly 0 and stayed there (perfect fit so far): the band must
+    not collapse onto 0, or the first tiny rise costs the forecast billions of nats."""
+    x = np.arange(1.0, 21.0)
+    y = np.concatenate([np.linspace(5.0, 0.5, 8), np.zeros(12)])
+    curve = Curve(x=x, y=y, lower_bound=0.0)
+    xq = np.array([40.0, 200.0])
+    zero = _rows(xq, [[0.0] * 7, [0.0] * 7])
+    out = review(_query(curve, xq), zero)
+    hi = out.marginals.quantile(0.95)
+    assert np.all(hi > 0.0) and hi[1] > hi[0]
+    assert out.marginals.quantile(0.5) == pytest.approx([0.0, 0.0], abs=0.02)
+    assert np.all(out.marginals.quantile(0.001) >= 0.0)  # the floor still holds

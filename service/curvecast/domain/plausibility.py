@@ -38,6 +38,7 @@ STABLE_REL = 0.10  # "the last value is within 10%": the last third moved less t
 JUMP_REL = 0.50  # ... yet the median moves more than this share of the level: replaced
 MIN_WIDTH_NOISE = 0.1  # a 90% band narrower than this many noise sds (or 1e-6 of the level) is widened
 STUCK_WIDTH = 0.2  # a curve that has not moved at all: 90% width per unit log-horizon, share of its level
+STUCK_RANGE_SHARE = 0.01  # ... or of this share of its earlier range, when the level is 0
 CONSERVATIVE_DF = 3.0  # the replacement's Student-t: heavy enough that a miss costs nats, not thousands
 TREND_RANK = 0.8  # Spearman correlation of value with x that counts as "steadily" rising or falling
 _ACCURACY = re.compile(r"(^|[^a-z])(acc|accuracy|top-?[15]|auc|auroc|f1|precision|recall|iou|map|exact_match|em|hit(s)?@?\d*)([^a-z]|$)")
@@ -140,7 +141,9 @@ def review(query: ForecastQuery, marginals: Marginals) -> Review:
     bad = ahead & (off | collapsed)
     min_width = np.full(len(x), max(MIN_WIDTH_NOISE * ctx.noise, 1e-6 * abs(ctx.level), _TINY))
     if ctx.stuck:  # nothing measured says how far it may move: no narrower than a share of its level
-        min_width = np.maximum(min_width, STUCK_WIDTH * lh * abs(ctx.level))
+        # (or, for a curve stuck at 0, of how far it moved before it stalled)
+        base = max(abs(ctx.level), STUCK_RANGE_SHARE * float(np.ptp(y)))
+        min_width = np.maximum(min_width, STUCK_WIDTH * lh * base)
     narrow = ahead & ~bad & (q95 - q05 < min_width)
     if not (bad.any() or narrow.any()):
         return Review(Marginals(marginals.x, values, mean), tuple(warnings))
@@ -224,6 +227,8 @@ class _Context:
         stable = bool(np.max(np.abs(third - z[-1])) <= STABLE_REL * max(abs(z[-1]), _TINY)) and abs(z[-1]) > 0
         x = np.asarray(curve.x, dtype=np.float64)
         stuck = bool(np.ptp(late) <= 1e-12 * scale)
+        if stuck:  # its recent movement says nothing: how far it moved before it stalled does
+            move = max(move, STUCK_RANGE_SHARE * float(np.ptp(z)))
         return cls(level, move, noise, stable, min(float(x[0]), 0.0), stuck)
 
 
