@@ -31,7 +31,7 @@ from ..domain.errors import FieldViolation, InvalidRequest
 from ..blas import single_threaded_blas
 from .calibrate import Calibration, calibrate, size_keys
 from .cancel import CancelToken
-from .laws import FORMS, HUBER_DELTA, Design, FitStats, Form, fit_form, log_pred
+from .laws import BOOTSTRAP_LBFGS, FORMS, HUBER_DELTA, Design, FitStats, Form, fit_form, log_pred
 from .limits import MAX_LISTED
 
 if TYPE_CHECKING:
@@ -406,7 +406,7 @@ def _fit(points, form, bootstrap, seed, drop_early_fraction, check, stats: FitSt
             if np.count_nonzero(w) < n_par:
                 continue
             tb, _ = fit_form(law, X, ly, w=w, n_starts=0, extra_starts=[theta], design=design, check=check,
-                             stats=stats, delta=delta)
+                             stats=stats, delta=delta, lbfgs=BOOTSTRAP_LBFGS)
             stats.replicates += 1
             boots.append(tb)
         if len(boots) < bootstrap:

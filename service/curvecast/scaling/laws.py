@@ -263,13 +263,15 @@ def fit_form(
     form: Form, X: np.ndarray, ly: np.ndarray, w: np.ndarray | None = None, n_starts: int = 8,
     extra_starts: list[np.ndarray] | None = None, *, design: Design | None = None,
     check: Callable[[], None] | None = None, stats: FitStats | None = None, delta: float = HUBER_DELTA,
+    lbfgs: dict | None = None,
 ) -> tuple[np.ndarray, float]:
     """Best theta from the top ``n_starts`` grid starts plus any given ones, refined by L-BFGS-B.
 
     ``n_starts=0`` skips the grid (bootstrap replicates start from the full-data optimum). ``design``
     (``Design.build(form, X, ly)``) is reused across calls on the same points; ``check`` is called before
     every evaluation and may raise to stop the fit; ``stats`` counts the work done; ``delta`` is the
-    Huber threshold on log residuals (1e-3: Approach 3; >= 1: least squares on log loss).
+    Huber threshold on log residuals (1e-3: Approach 3; >= 1: least squares on log loss); ``lbfgs``
+    overrides the optimiser's options (``BOOTSTRAP_LBFGS`` for replicates started at the optimum).
     """
     w = np.ones_like(ly) if w is None else w
     design = design or Design.build(form, X, ly)
@@ -284,10 +286,7 @@ def fit_form(
     with np.errstate(all="ignore"):
         for x0 in cand:
             x0 = np.clip(x0, form.lo, form.hi)
-            res = optimize.minimize(
-                f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000, "maxfun": 20000},
-            )
+            res = optimize.minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=lbfgs or _LBFGS)
             if np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and res.fun < best_val:
                 best_theta, best_val = res.x, float(res.fun)
         if n_starts > 0:
@@ -297,6 +296,10 @@ def fit_form(
 
 JITTER_RESTARTS = 3
 _LBFGS = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000, "maxfun": 20000}
+# a bootstrap replicate starts at the full-data optimum, a small step away from its own: a looser stop
+# there moved interval ends by < 0.01% of their width and saved 9% of the replicates' evaluations
+# (1,000 Chinchilla-like points, 200 replicates: 2.04 -> 1.78 s in one run; python -m bench.scaling_speed)
+BOOTSTRAP_LBFGS = {"ftol": 1e-12, "gtol": 1e-7, "maxiter": 5000, "maxfun": 20000}
 
 
 def at_start_values(form: Form, theta: np.ndarray, tol: float = 1e-7) -> list[int]:
