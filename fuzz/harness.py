@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -209,16 +210,15 @@ class Pipeline:
         return self.check_scaling_bytes(req.SerializeToString())
 
     def _check_scaling(self, req: pb.FitScalingLawRequest) -> str:
+        """The servicer's own path: the data plane's one scaling call (admission, decoding with every
+        option, the fit), then the response."""
         limits = self.dp.settings.scaling_limits
-        try:
-            points, form, bootstrap, at, budgets, notes = converters.scaling_request(req, limits)
-        except InvalidRequest as exc:
-            check_rejection(exc, SCALING_FIELDS)
-            self.stats.scaling_rejected += 1
-            return "rejected"
         deadline = time.monotonic() + self.timeout_s
         try:
-            fit = self.loop.run_until_complete(self.dp.fit_scaling_law(points, form, bootstrap, deadline))
+            inp, fit = self.loop.run_until_complete(self.dp.fit_scaling_request(
+                len(req.points), req.bootstrap if req.HasField("bootstrap") else None,
+                converters.scaling_form(req.form), functools.partial(converters.scaling_input, req, limits),
+                deadline))
         except InvalidRequest as exc:
             check_rejection(exc, SCALING_FIELDS)
             self.stats.scaling_rejected += 1
@@ -229,6 +229,7 @@ class Pipeline:
                 self.stats.scaling_refused += 1
                 return "refused"
             raise EngineFinding("scaling_error", f"{type(exc).__name__}: {exc}")
+        at, budgets, notes = inp.at, inp.budgets, inp.notes
         try:  # e.g. a compute-optimal split asked of a fit whose exponents came out zero
             resp = converters.scaling_response(fit, at, budgets, req.request_id, notes)
         except InvalidRequest as exc:
