@@ -164,6 +164,9 @@ def test_cli_table_health_info_and_bad_input(server, tmp_path, capsys):
     assert cli_main(["health", "--server", server.address]) == 0
     assert cli_main(["info", "--server", server.address, "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["api_version"] == "curvecast.v1"
+    assert cli_main(["info", "--server", server.address]) == 0
+    text = capsys.readouterr().out
+    assert "sweep context: 1000 sibling runs, 200000 sibling points in all" in text and "scaling fits: " in text
     bad = tmp_path / "bad.csv"
     bad.write_text("step,value\n1,1.0\n1,0.9\n")
     assert cli_main(["forecast", str(bad), "--server", server.address]) == 1

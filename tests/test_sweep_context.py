@@ -240,3 +240,20 @@ def test_real_server_answers_with_siblings_and_names_a_bad_one(server):
     assert exc.value.code == "INVALID_ARGUMENT"
     assert [v.field for v in exc.value.violations] == ["sweep.siblings[0].curve.values[1]"]
     assert trailing.final.quantiles
+
+
+def test_the_server_publishes_its_sweep_limits_and_refuses_beyond_them(server):
+    from curvecast_client import Client, CurvecastError
+    from curvecast_client._types import Sibling
+
+    from curvecast.domain.validation import Limits
+
+    limits = Limits()
+    with Client(server.address) as c:
+        info = c.model_info()
+        assert info.sweep_limits == {"max_siblings": limits.max_sweep_siblings, "max_points": limits.max_sweep_points}
+        too_many = [Sibling(f"t{i}", (1.0, 2.0), (1.0, 0.9)) for i in range(limits.max_sweep_siblings + 1)]
+        with pytest.raises(CurvecastError) as exc:
+            c.forecast(XS[:10].tolist(), _loss(1.0, XS[:10]).tolist(), total_steps=BUDGET, siblings=too_many)
+    assert exc.value.code == "INVALID_ARGUMENT"
+    assert [v.field for v in exc.value.violations] == ["sweep.siblings"]

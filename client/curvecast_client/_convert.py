@@ -273,4 +273,5 @@ def model_info(resp: pb.ModelInfo) -> ModelInfo:
         scaling_limits={"max_points": resp.max_scaling_points, "max_bootstrap": resp.max_scaling_bootstrap,
                         "max_point_replicates": resp.max_scaling_point_replicates,
                         "max_predict_at": resp.max_scaling_predict_at,
-                        "max_compute_budgets": resp.max_scaling_compute_budgets})
+                        "max_compute_budgets": resp.max_scaling_compute_budgets},
+        sweep_limits={"max_siblings": resp.max_sweep_siblings, "max_points": resp.max_sweep_points})

@@ -200,6 +200,8 @@ class ModelInfo:
     default_policy: dict[str, float | bool] = field(default_factory=dict)
     # FitScalingLaw's limits: points, bootstrap replicates and their product, predictions, compute budgets
     scaling_limits: dict[str, int] = field(default_factory=dict)
+    # sweep context's limits: sibling runs per request and their curve points in all
+    sweep_limits: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -343,6 +343,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {e.name:<9} {e.version:<24} {e.provider:<24} {state} {e.detail}")
         print(f"limits: {info.max_curve_points} curve points, {info.max_query_points} query points, "
               f"{info.max_batch_requests} runs per batch")
+        if info.sweep_limits.get("max_siblings"):
+            print(f"sweep context: {info.sweep_limits['max_siblings']} sibling runs, "
+                  f"{info.sweep_limits['max_points']} sibling points in all")
+        sl = info.scaling_limits
+        if sl.get("max_points"):
+            print(f"scaling fits: {sl['max_points']} points, {sl['max_bootstrap']} bootstrap replicates "
+                  f"(points x replicates <= {sl['max_point_replicates']})")
     return EXIT_OK
 
 

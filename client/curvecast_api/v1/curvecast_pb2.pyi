@@ -571,7 +571,7 @@ class EngineStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., provider: _Optional[str] = ..., available: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("server_version", "api_version", "engines", "default_engine", "default_quantiles", "max_curve_points", "max_query_points", "max_batch_requests", "default_policy", "max_scaling_points", "max_scaling_bootstrap", "max_scaling_point_replicates", "max_scaling_predict_at", "max_scaling_compute_budgets")
+    __slots__ = ("server_version", "api_version", "engines", "default_engine", "default_quantiles", "max_curve_points", "max_query_points", "max_batch_requests", "default_policy", "max_scaling_points", "max_scaling_bootstrap", "max_scaling_point_replicates", "max_scaling_predict_at", "max_scaling_compute_budgets", "max_sweep_siblings", "max_sweep_points")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENGINES_FIELD_NUMBER: _ClassVar[int]
@@ -586,6 +586,8 @@ class ModelInfo(_message.Message):
     MAX_SCALING_POINT_REPLICATES_FIELD_NUMBER: _ClassVar[int]
     MAX_SCALING_PREDICT_AT_FIELD_NUMBER: _ClassVar[int]
     MAX_SCALING_COMPUTE_BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SWEEP_SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SWEEP_POINTS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     api_version: str
     engines: _containers.RepeatedCompositeFieldContainer[EngineStatus]
@@ -600,4 +602,6 @@ class ModelInfo(_message.Message):
     max_scaling_point_replicates: int
     max_scaling_predict_at: int
     max_scaling_compute_budgets: int
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[EngineStatus, _Mapping]]] = ..., default_engine: _Optional[str] = ..., default_quantiles: _Optional[_Iterable[float]] = ..., max_curve_points: _Optional[int] = ..., max_query_points: _Optional[int] = ..., max_batch_requests: _Optional[int] = ..., default_policy: _Optional[_Union[StopPolicy, _Mapping]] = ..., max_scaling_points: _Optional[int] = ..., max_scaling_bootstrap: _Optional[int] = ..., max_scaling_point_replicates: _Optional[int] = ..., max_scaling_predict_at: _Optional[int] = ..., max_scaling_compute_budgets: _Optional[int] = ...) -> None: ...
+    max_sweep_siblings: int
+    max_sweep_points: int
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[EngineStatus, _Mapping]]] = ..., default_engine: _Optional[str] = ..., default_quantiles: _Optional[_Iterable[float]] = ..., max_curve_points: _Optional[int] = ..., max_query_points: _Optional[int] = ..., max_batch_requests: _Optional[int] = ..., default_policy: _Optional[_Union[StopPolicy, _Mapping]] = ..., max_scaling_points: _Optional[int] = ..., max_scaling_bootstrap: _Optional[int] = ..., max_scaling_point_replicates: _Optional[int] = ..., max_scaling_predict_at: _Optional[int] = ..., max_scaling_compute_budgets: _Optional[int] = ..., max_sweep_siblings: _Optional[int] = ..., max_sweep_points: _Optional[int] = ...) -> None: ...

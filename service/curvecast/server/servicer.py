@@ -194,4 +194,5 @@ class CurvecastServicer(pb_grpc.CurvecastServicer):
             default_policy=converters.policy_message(self._policy),
             max_scaling_points=sl.max_points, max_scaling_bootstrap=sl.max_bootstrap,
             max_scaling_point_replicates=sl.max_point_replicates, max_scaling_predict_at=sl.max_predict_at,
-            max_scaling_compute_budgets=sl.max_compute_budgets)
+            max_scaling_compute_budgets=sl.max_compute_budgets,
+            max_sweep_siblings=self._limits.max_sweep_siblings, max_sweep_points=self._limits.max_sweep_points)
