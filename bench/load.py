@@ -191,36 +191,15 @@ async def serve_noop(port: int) -> None:
     await server.wait_for_termination()
 
 
-class StubEngine:
-    """Constant-time engine (a Gaussian around the last value) to measure everything but the engine."""
-
-    name = "analytic"
-
-    def info(self):
-        from curvecast.engines.base import EngineInfo
-
-        return EngineInfo(self.name, "stub", "none", True, "bench.load stub engine")
-
-    def forecast(self, queries):
-        from curvecast.domain.distribution import Marginals
-        from curvecast.engines.base import EngineForecast
-
-        out = []
-        for q in queries:
-            last = float(q.curve.y[-1])
-            xq = np.asarray(q.x_query, dtype=np.float64)
-            m = Marginals.from_gaussian(xq, np.full(len(xq), last), np.full(len(xq), 0.05 * abs(last) + 1e-3))
-            out.append(EngineForecast(marginals=m, engine=self.name))
-        return out
-
-
 async def serve_stub(port: int, metrics_port: int, extra: Sequence[str]) -> None:
     from curvecast.engines.registry import EngineRegistry
     from curvecast.server import app
 
+    from .speed import NoopEngine  # constant-time: everything but the engine is measured
+
     def registry(_settings):
         reg = EngineRegistry()
-        reg.put(StubEngine())
+        reg.put(NoopEngine())
         return reg
 
     app.build_registry = registry  # the rest of the stack is the real one
