@@ -127,3 +127,16 @@ def test_the_learned_engine_reads_a_schedule_given_in_epochs():
     flat = ForecastQuery(curve=q.curve, run=RunInfo(total_steps=q.run.total_steps), x_query=q.x_query)
     with_plan, without = (r.marginals.quantile(0.5) for r in eng.forecast([q, flat]))
     assert with_plan[-1] < without[-1] - 0.01  # the cooldown in the epoch plan lowers the forecast
+
+
+def test_an_accuracy_sent_without_goal_maximize_is_forecast_as_it_moves():
+    """The curve ahead does not depend on what the caller calls better: an accuracy curve left at the
+    default goal=minimize is fitted rising (with a note), as with goal=maximize."""
+    x = np.arange(1.0, 41.0)
+    y = 0.9 - 0.5 * x**-0.6 + np.random.default_rng(4).normal(0, 0.003, len(x))
+    run, xq = RunInfo(total_steps=120.0), np.array([60.0, 120.0])
+    right = forecast_one(ForecastQuery(curve=Curve(x=x, y=y, goal=Goal.MAXIMIZE, lower_bound=0.0, upper_bound=1.0), run=run, x_query=xq))
+    wrong = forecast_one(ForecastQuery(curve=Curve(x=x, y=y, lower_bound=0.0, upper_bound=1.0), run=run, x_query=xq, target=0.5))
+    assert wrong.marginals.quantile(0.5) == pytest.approx(right.marginals.quantile(0.5), abs=1e-9)
+    assert any("fitted as goal=maximize" in w for w in wrong.warnings)
+    assert not any(k.startswith("target_") for k in wrong.details)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -207,6 +207,15 @@ def load_nanogpt(data: Path, cap: int, seed: int, split: str = "all", min_points
     return out
 
 
+def without_goal(load: SourceLoad) -> SourceLoad:
+    """The same accuracy curves as a caller who forgot ``goal=maximize`` sends them (goal left at its
+    default, minimize): the forecast should not depend on it, the decisions read it as sent."""
+    out = SourceLoad("lcdb_nogoal", notes=load.notes + ["accuracy sent with the default goal (minimize)"], skipped=load.skipped)
+    out.records = [replace(r, run_id=r.run_id.replace("lcdb/", "lcdb_nogoal/", 1), source="lcdb_nogoal", goal=Goal.MINIMIZE)
+                   for r in load.records]
+    return out
+
+
 RAW_BLOCK = 100  # steps per block mean in the nanogpt_train_blocks source (what users smooth to)
 
 
@@ -291,6 +300,7 @@ LOADERS: dict[str, tuple[str, Callable[..., SourceLoad]]] = {
     "nanogpt_train": ("modded_nanogpt/train_curves.csv.gz", load_nanogpt_train),
     "nanogpt_train_blocks": ("modded_nanogpt/train_curves.csv.gz", lambda *a, **k: load_nanogpt_train(*a, **k, block=RAW_BLOCK)),
     "lcdb_logloss": ("lcdb/database-logloss.parquet", lambda *a, **k: load_lcdb(*a, **k, metric="logloss")),
+    "lcdb_nogoal": ("lcdb/database-accuracy.parquet", lambda *a, **k: without_goal(load_lcdb(*a, **k))),
     "multipowerlaw": ("multipowerlaw/all_curves.csv", load_multipowerlaw),
     "gemstones": ("gemstones/fineweb_edu_losses_combined.jsonl", load_gemstones),
 }

@@ -19,13 +19,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import functools
 import multiprocessing as mp
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 from scipy import stats
 
 from ...blas import single_threaded_blas
-from ...domain.curve import ForecastQuery, XKind
+from ...domain.curve import ForecastQuery, Goal, XKind
+from ...domain.plausibility import goal_contradiction
 from ...domain.errors import InvalidRequest
 from ..base import EngineForecast, EngineInfo
 from ..magnitude import rescale
@@ -124,6 +126,8 @@ def _forecast_scaled(q: ForecastQuery, families: tuple[str, ...] | None, seed: i
     try:
         if len(q.curve.x) < MIN_FIT_POINTS:
             return fallback(q, [SHORT_WARNING])
+        if goal_contradiction(q.curve):
+            return _against_the_goal(q, families, seed)
         from .lr_engine import lr_forecast, wants_lr_law  # local: keeps the worker import light
 
         notes: list[str] = []
@@ -141,6 +145,18 @@ def _forecast_scaled(q: ForecastQuery, families: tuple[str, ...] | None, seed: i
         return out
     except Exception as exc:  # numerical trouble of any kind: answer, but say so
         return fallback(q, [f"analytic fit failed ({type(exc).__name__}: {exc}); showing last value with widening spread"])
+
+
+def _against_the_goal(q: ForecastQuery, families: tuple[str, ...] | None, seed: int) -> EngineForecast:
+    """A curve that steadily moves the wrong way under its stated goal (an accuracy sent without
+    goal=maximize): the laws are fitted in the direction the curve moves, since the curve ahead does not
+    depend on what the caller calls better; the decisions still read the stated goal, and the plausibility
+    review warns about it. Target details are left out: "reaching" a target means the opposite there."""
+    other = Goal.MAXIMIZE if q.curve.goal is Goal.MINIMIZE else Goal.MINIMIZE
+    res = _forecast_scaled(replace(q, curve=replace(q.curve, goal=other), target=None), families, seed)
+    note = f"fitted as goal={other.value}: the curve moves that way throughout"
+    return EngineForecast(res.marginals, res.engine, res.warnings + (note,),
+                          {k: v for k, v in res.details.items() if not k.startswith("target_")})
 
 
 # ---- the Domhan-family ensemble -----------------------------------------------------------------------
