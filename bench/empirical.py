@@ -26,6 +26,7 @@ import numpy as np
 from curvecast.domain.curve import ForecastQuery, Goal, XKind
 from curvecast.domain.distribution import Marginals
 from curvecast.engines.base import EngineForecast, EngineInfo
+from curvecast.sweep.model import GapTransform  # the service's sweep model moves curves on the same scale
 
 from .baselines import LastValueEngine, _clip, forecast_each
 from .data.record import CurveRecord
@@ -33,7 +34,6 @@ from .families import smoothed_quantile_samples
 from .tasks import Task
 
 MIN_SIBLINGS = 5
-GAP_FLOOR = 1e-6  # smallest gap to the bound, as a fraction of the curve's level
 KERNEL_FLOOR = 1e-4  # smallest kernel bandwidth on the log scale (x max|y| on the identity scale)
 
 
@@ -62,43 +62,6 @@ def query_key(x: np.ndarray, y: np.ndarray, horizon: float) -> str:
     h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
     h.update(np.float64(horizon).tobytes())
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class GapTransform:
-    """z = log(gap to the ideal bound), or log y, or y: the scale on which moves are compared."""
-
-    kind: str  # "lower", "upper", "log", "identity"
-    bound: float = 0.0
-
-    @classmethod
-    def for_curve(cls, goal: Goal, lower: float | None, upper: float | None, y: np.ndarray) -> "GapTransform":
-        if goal is Goal.MINIMIZE and lower is not None and np.all(y > lower):
-            return cls("lower", float(lower))
-        if goal is Goal.MAXIMIZE and upper is not None and np.all(y < upper):
-            return cls("upper", float(upper))
-        if np.all(y > 0):
-            return cls("log")
-        return cls("identity")
-
-    def forward(self, y: np.ndarray, level: float) -> np.ndarray:
-        floor = GAP_FLOOR * max(abs(level), 1e-12)
-        if self.kind == "lower":
-            return np.log(np.maximum(y - self.bound, floor))
-        if self.kind == "upper":
-            return np.log(np.maximum(self.bound - y, floor))
-        if self.kind == "log":
-            return np.log(np.maximum(y, floor))
-        return np.asarray(y, dtype=np.float64)
-
-    def inverse(self, z: np.ndarray) -> np.ndarray:
-        if self.kind == "lower":
-            return self.bound + np.exp(z)
-        if self.kind == "upper":
-            return self.bound - np.exp(z)
-        if self.kind == "log":
-            return np.exp(z)
-        return z
 
 
 def _sibling(rec: CurveRecord) -> Sibling:

@@ -138,7 +138,7 @@ def _groups(runs: list[EngineRun], sources: list[str], cutoffs: tuple[float, ...
             agg: dict[str, float] = {}
             for k in keys:
                 vals = [m[k] for m in sel if k in m and m[k] == m[k]]
-                if k in ("n_tasks", "n_failed", "n_points", "stt_n", "n_overconfident", "n_insane") or k.startswith("n_"):
+                if k.startswith("n_") or k == "stt_n":  # counts add up; the rest are averaged
                     agg[k] = float(sum(vals))
                 elif vals:
                     agg[k] = float(sum(vals) / len(vals))

@@ -7,7 +7,7 @@ batch or an unscorable answer marks only the affected tasks as failed, with the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -77,7 +77,6 @@ def reproducibility(engine: Engine, tasks: Sequence[Task], post: Post | None = N
     identical at every common x, bit for bit (issue 12)."""
     if not tasks:
         return {"n": 0, "repeat_mismatch": 0, "subset_mismatch": 0, "max_abs_diff": 0.0}
-    from dataclasses import replace
 
     def answer(queries: list[ForecastQuery]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = []

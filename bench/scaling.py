@@ -254,16 +254,22 @@ def porian(boot: int, starts: int = A3_STARTS) -> list[dict]:
     return rows
 
 
-def gadre(boot: int, starts: int = A3_STARTS) -> list[dict]:
+def gadre_datasets() -> list:
+    """(dataset, its rows) of the Gadre et al. / mlfoundations final losses; [] when the file is absent."""
     import pandas as pd
 
     path = data_dir() / "mlfoundations_scaling" / "final_losses_N_D.csv"
-    if not path.exists():
-        return []
-    df = pd.read_csv(path)
+    return list(pd.read_csv(path).groupby("dataset")) if path.exists() else []
+
+
+def gadre_point(r) -> ScalingPoint:
+    """One row of ``gadre_datasets`` as a scaling point (C4 validation loss)."""
+    return ScalingPoint(float(r.params), float(r.tokens), float(r.loss_c4_val), run_id=str(r.name))
+
+
+def gadre(boot: int, starts: int = A3_STARTS) -> list[dict]:
     rows = []
-    for ds, g in df.groupby("dataset"):
-        mk = lambda r: ScalingPoint(float(r.params), float(r.tokens), float(r.loss_c4_val), run_id=str(r.name))  # noqa: E731
+    for ds, g in gadre_datasets():
         small = g[g.params < 1.4e9]
         sizes = np.sort(small.params.unique())
         five = small[((small.chinchilla_multiplier == 1.0) & small.params.isin(sizes[:4]))
@@ -272,7 +278,7 @@ def gadre(boot: int, starts: int = A3_STARTS) -> list[dict]:
         for proto, train in (("paper_5_runs", five), ("all_smaller", small)):
             if len(train) < 5:
                 continue
-            pts = [mk(r) for r in train.itertuples()]
+            pts = [gadre_point(r) for r in train.itertuples()]
             fits = {form: fit_scaling_law(pts, form=form, bootstrap=boot) for form in ("gadre", "chinchilla")}
             base = fit_baselines(pts, starts)
             for r in test.itertuples():

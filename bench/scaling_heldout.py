@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "service"))
 sys.path.insert(0, str(ROOT))
 
-from bench.scaling import baseline_are, data_dir, drop_early, fit_baselines, porian_splits  # noqa: E402
+from bench.scaling import baseline_are, data_dir, drop_early, fit_baselines, gadre_datasets, gadre_point, porian_splits  # noqa: E402
 from curvecast.scaling import ScalingPoint, fit_scaling_law  # noqa: E402
 from curvecast.scaling.fit import DEFAULT_DROP_EARLY  # noqa: E402
 
@@ -64,18 +64,9 @@ def porian(boot: int, starts: int) -> list[dict]:
 
 
 def gadre(boot: int, starts: int) -> list[dict]:
-    import pandas as pd
-
-    path = data_dir() / "mlfoundations_scaling" / "final_losses_N_D.csv"
-    if not path.exists():
-        return []
-    df = pd.read_csv(path)
-    rows = []
-    for ds, g in df.groupby("dataset"):
-        mk = lambda r: ScalingPoint(float(r.params), float(r.tokens), float(r.loss_c4_val), run_id=str(r.name))  # noqa: E731
-        rows.append(evaluate("gadre", f"{ds}, all < 1.4B -> >= 1.4B", [mk(r) for r in g[g.params < 1.4e9].itertuples()],
-                             [mk(r) for r in g[g.params >= 1.4e9].itertuples()], boot, starts))
-    return rows
+    return [evaluate("gadre", f"{ds}, all < 1.4B -> >= 1.4B", [gadre_point(r) for r in g[g.params < 1.4e9].itertuples()],
+                     [gadre_point(r) for r in g[g.params >= 1.4e9].itertuples()], boot, starts)
+            for ds, g in gadre_datasets()]
 
 
 def gemstones_points(name: str) -> tuple[list, list]:

@@ -176,6 +176,15 @@ def review(query: ForecastQuery, marginals: Marginals) -> Review:
     return Review(Marginals(marginals.x, out, np.clip(mean, lo, hi)), tuple(warnings))
 
 
+def direction(curve: Curve) -> Goal:
+    """The goal to fit the curve with: the stated one, unless the curve moves steadily against it (an
+    accuracy sent without goal=maximize). The curve ahead does not depend on what the caller calls
+    better; decisions still read the stated goal, and ``review`` warns about the contradiction."""
+    if not goal_contradiction(curve):
+        return curve.goal
+    return Goal.MAXIMIZE if curve.goal is Goal.MINIMIZE else Goal.MINIMIZE
+
+
 def goal_contradiction(curve: Curve, noise: float | None = None) -> str:
     """A warning when the curve steadily gets worse under its stated goal, else "". Steadily: rank
     correlation with x above TREND_RANK, and the change well beyond the noise."""

@@ -27,7 +27,7 @@ from scipy import stats
 
 from ...blas import single_threaded_blas
 from ...domain.curve import ForecastQuery, Goal, XKind
-from ...domain.plausibility import goal_contradiction
+from ...domain.plausibility import direction
 from ...domain.errors import InvalidRequest
 from ..base import EngineForecast, EngineInfo
 from ..magnitude import rescale
@@ -126,8 +126,9 @@ def _forecast_scaled(q: ForecastQuery, families: tuple[str, ...] | None, seed: i
     try:
         if len(q.curve.x) < MIN_FIT_POINTS:
             return fallback(q, [SHORT_WARNING])
-        if goal_contradiction(q.curve):
-            return _against_the_goal(q, families, seed)
+        fit_goal = direction(q.curve)
+        if fit_goal is not q.curve.goal:
+            return _against_the_goal(q, fit_goal, families, seed)
         from .lr_engine import lr_forecast, wants_lr_law  # local: keeps the worker import light
 
         notes: list[str] = []
@@ -147,12 +148,9 @@ def _forecast_scaled(q: ForecastQuery, families: tuple[str, ...] | None, seed: i
         return fallback(q, [f"analytic fit failed ({type(exc).__name__}: {exc}); showing last value with widening spread"])
 
 
-def _against_the_goal(q: ForecastQuery, families: tuple[str, ...] | None, seed: int) -> EngineForecast:
-    """A curve that steadily moves the wrong way under its stated goal (an accuracy sent without
-    goal=maximize): the laws are fitted in the direction the curve moves, since the curve ahead does not
-    depend on what the caller calls better; the decisions still read the stated goal, and the plausibility
-    review warns about it. Target details are left out: "reaching" a target means the opposite there."""
-    other = Goal.MAXIMIZE if q.curve.goal is Goal.MINIMIZE else Goal.MINIMIZE
+def _against_the_goal(q: ForecastQuery, other: Goal, families: tuple[str, ...] | None, seed: int) -> EngineForecast:
+    """A curve that steadily moves the wrong way under its stated goal (``plausibility.direction``) is
+    fitted the way it moves. Target details are left out: "reaching" a target means the opposite there."""
     res = _forecast_scaled(replace(q, curve=replace(q.curve, goal=other), target=None), families, seed)
     note = f"fitted as goal={other.value}: the curve moves that way throughout"
     return EngineForecast(res.marginals, res.engine, res.warnings + (note,),

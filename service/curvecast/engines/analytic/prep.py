@@ -103,7 +103,7 @@ def transient_end(t: np.ndarray, z: np.ndarray) -> int:
     filled = np.flatnonzero(counts > 0)
     if len(filled) < 8:
         return 0
-    lt = np.array([np.mean(np.log(t[idx == b])) for b in filled])
+    lt = (np.bincount(idx, weights=np.log(t), minlength=TRANSIENT_BINS) / np.maximum(counts, 1))[filled]
     zb = np.array([np.median(z[idx == b]) for b in filled])
     rate = -np.diff(zb) / np.diff(lt)
     peak = int(np.argmax(rate))

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import special
 
 from ...domain.curve import ForecastQuery, Goal, XKind
-from ...domain.plausibility import goal_contradiction
+from ...domain.plausibility import direction
 from ...domain.distribution import LEVELS, Marginals, count_le_rows
 from ...domain.errors import EngineUnavailable
 from ...domain.plausibility import limits
@@ -254,9 +254,7 @@ def prepare(q: ForecastQuery, log_positions_for_samples: bool = False, anchors: 
     # no warning here: the data plane asks for its own decision grid up to 4x the budget, so only it
     # knows which x the caller asked for (it warns about those beyond this limit)
     prior_limit_x = float(np.expm1(PRIOR_HORIZON * np.log1p(budget)) if log_pos else PRIOR_HORIZON * budget)
-    # the curve ahead does not depend on what the caller calls better: a curve moving steadily against its
-    # stated goal (an accuracy sent without goal=maximize) is read the way it moves
-    minimize = (c.goal is Goal.MINIMIZE) != bool(goal_contradiction(c))
+    minimize = direction(c) is Goal.MINIMIZE  # a curve moving against its stated goal is read the way it moves
     transform = nz.value_transform(np.asarray(c.y, np.float64), minimize, c.lower_bound, c.upper_bound)
     z = np.clip(transform.forward(y), nz.Z_MIN, nz.Z_MAX)
     if c.diverged:
